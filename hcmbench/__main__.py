@@ -1,0 +1,5 @@
+"""`python -m hcmbench` runs the CLI."""
+
+from hcmbench.cli import main
+
+main()

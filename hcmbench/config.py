@@ -1,0 +1,86 @@
+"""Settings as dataclasses, where the cache lives, and YAML overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from hcmbench.errors import HcmbenchError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What slices to take from an ACDC-layout dataset and how to preprocess them (DESIGN.md).
+
+    Every field enters the preprocessing cache key, so changing any of them re-preprocesses.
+    """
+
+    groups: tuple[str, ...] = ("HCM",)
+    frames: tuple[str, ...] = ("ED", "ES")
+    size: int = 64
+    fov_mm: float = 160.0
+    clip_percentiles: tuple[float, float] = (1.0, 99.5)
+    # Without a mask, keep this central share of a volume's slices.
+    middle_fraction: float = 0.6
+    # Train / validation / test shares of patients (per group), and the seed of the split.
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size not in (32, 64, 128):
+            raise HcmbenchError(f"size {self.size} is not supported: use 32, 64 or 128")
+        if self.fov_mm <= 0:
+            raise HcmbenchError(f"fov_mm must be positive, got {self.fov_mm}")
+        low, high = self.clip_percentiles
+        if not 0 <= low < high <= 100:
+            raise HcmbenchError(f"clip_percentiles must satisfy 0 <= low < high <= 100, got {self.clip_percentiles}")
+        if len(self.split) != 3 or min(self.split) < 0 or abs(sum(self.split) - 1) > 1e-6 or self.split[0] == 0:
+            raise HcmbenchError(f"split must be three non-negative shares summing to 1 with train > 0, got {self.split}")
+        if not 0 < self.middle_fraction <= 1:
+            raise HcmbenchError(f"middle_fraction must be in (0, 1], got {self.middle_fraction}")
+        if not self.frames:
+            raise HcmbenchError("frames must name at least one frame (ED, ES or a 1-based number)")
+
+
+def cache_dir() -> Path:
+    """Where hcmbench keeps generated and preprocessed data: $HCMBENCH_CACHE, else the user cache."""
+    if os.environ.get("HCMBENCH_CACHE"):
+        return Path(os.environ["HCMBENCH_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "hcmbench"
+
+
+def with_overrides(config: T, overrides: dict[str, Any]) -> T:
+    """A copy of a settings dataclass with fields replaced; unknown fields raise HcmbenchError.
+
+    Lists become tuples so that settings read from YAML compare and hash like the defaults.
+    """
+    names = {f.name for f in dataclasses.fields(config)}  # type: ignore[arg-type]
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise HcmbenchError(f"unknown setting(s) {', '.join(unknown)} for {type(config).__name__}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    return dataclasses.replace(config, **values)  # type: ignore[type-var]
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or anything but a mapping raises HcmbenchError."""
+    import yaml
+
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise HcmbenchError(f"{path}: no such file") from None
+    except yaml.YAMLError as exc:
+        raise HcmbenchError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise HcmbenchError(f"{path}: expected a mapping of settings, found {type(loaded).__name__}")
+    return loaded
