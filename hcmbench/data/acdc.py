@@ -102,9 +102,12 @@ class Patient:
         path = self.folder / f"{self.id}_4d.nii.gz"
         return path if path.exists() else None
 
-    def files(self) -> list[Path]:
-        """Every NIfTI file of the patient, Info.cfg first: what a cache key must cover."""
-        return [self.folder / "Info.cfg", *sorted(self.folder.glob("*.nii.gz"))]
+    def frame_files(self, frame: int | str) -> list[Path]:
+        """The files `load_frame(frame)` reads (what a cache key must cover), existing or not."""
+        number = self.info.frame_number(frame)
+        image = self.image_path(number)
+        source = image if image.exists() or self.cine_path is None else self.cine_path
+        return [source, self.mask_path(number)]
 
     def load_frame(self, frame: int | str = "ED") -> Frame:
         """Load a frame ('ED', 'ES' or a 1-based number) with its mask when one exists.

@@ -210,7 +210,13 @@ def cache_key(patients: list[Patient], config: DataConfig, skip_bad: bool) -> st
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for patient in sorted(patients, key=lambda p: p.id):
         digest.update(patient.id.encode())
-        for path in patient.files():
+        try:
+            # The ED mask is read too: frames without masks borrow it.
+            paths = [p for frame in config.frames for p in patient.frame_files(frame)] + patient.frame_files("ED")[1:]
+        except HcmbenchError as exc:  # a bad frame request fails in preprocessing, where skip_bad applies
+            digest.update(str(exc).encode())
+            paths = []
+        for path in [patient.folder / "Info.cfg", *dict.fromkeys(paths)]:
             digest.update(path.name.encode() + _file_digest(path).encode())
     return digest.hexdigest()[:24]
 

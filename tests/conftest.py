@@ -1,0 +1,41 @@
+"""Shared fixtures: a tiny phantom dataset, an isolated cache folder, and the real ACDC root when set."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hcmbench.data.phantom import PhantomConfig, write_phantom
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test gets its own cache folder, and never the user's data or phantom."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("HCMBENCH_CACHE", str(folder))
+    monkeypatch.delenv("HCMBENCH_DATA", raising=False)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def phantom_root(tmp_path_factory) -> Path:
+    """Two phantom patients per group (ten in all). Read-only: copy it (`phantom_copy`) to alter it."""
+    return write_phantom(tmp_path_factory.mktemp("phantom") / "acdc", PhantomConfig(patients_per_group=2, seed=0))
+
+
+@pytest.fixture
+def phantom_copy(phantom_root, tmp_path) -> Path:
+    """A private copy of the tiny phantom that a test may damage."""
+    return Path(shutil.copytree(phantom_root, tmp_path / "acdc"))
+
+
+@pytest.fixture
+def acdc_root() -> Path:
+    """The real ACDC training set, when HCMBENCH_ACDC_ROOT points at it; else the test is skipped."""
+    root = os.environ.get("HCMBENCH_ACDC_ROOT")
+    if not root:
+        pytest.skip("HCMBENCH_ACDC_ROOT is not set")
+    return Path(root)
