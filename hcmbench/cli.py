@@ -42,7 +42,7 @@ def _say(message: str) -> None:
 @contextlib.contextmanager
 def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar driven by a `(done, total)` callback; silent under --quiet."""
-    if _quiet():
+    if _quiet() or not err_console.is_terminal:  # no bar in logs and pipes: it would only add blank lines
         yield lambda done, total: None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

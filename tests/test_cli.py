@@ -130,3 +130,15 @@ def test_real_acdc_inspect_lists_100_patients(acdc_root):
     assert "│ all   │      100 │" in volumes
     for group in ("DCM", "HCM", "MINF", "NOR", "RV"):
         assert f"│ {group:<5} │       20 │" in volumes
+
+
+def test_written_files_get_the_usual_mode_not_0600(phantom_root, tmp_path):
+    import os
+
+    out = tmp_path / "grid.png"
+    run("data", "preview", "--data", str(phantom_root), "--groups", "HCM", "--per-group", "1", "--size", "32",
+        "--out", str(out))
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask
+    assert [p.name for p in tmp_path.iterdir()] == ["grid.png"]  # no temporary file left beside it
