@@ -90,7 +90,7 @@ def data() -> None:
 
 @data.command()
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to create (must not exist or be empty).")
-@click.option("--patients-per-group", default=20, show_default=True, type=click.IntRange(1, 999),
+@click.option("--patients-per-group", default=20, show_default=True, type=click.IntRange(1, 199),
               help="Patients in each of the five groups.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Same seed, same dataset.")
 @click.option("--cine", is_flag=True, help="Also write each patient's full cine sequence (_4d.nii.gz).")
