@@ -180,5 +180,154 @@ def preview(data_root: Path | None, groups: tuple[str, ...], size: str, skip_bad
     _say(f"Wrote {out}")
 
 
+def _parse_settings(pairs: tuple[str, ...]) -> dict:
+    """`--set latent_dim=128 --set channel_mults=[1,2,2]`: values read as YAML scalars, lists as tuples."""
+    import yaml
+
+    settings = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise HcmbenchError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise HcmbenchError(f"--set {key}: cannot read value {raw!r}") from None
+        settings[key.strip()] = tuple(value) if isinstance(value, list) else value
+    return settings
+
+
+class _TrainDisplay:
+    """Engine callback (duck-typed, so that the CLI imports no torch at start) that renders a live
+    progress bar with losses and one line per epoch."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Progress | None = None
+        self.task = None
+
+    def __enter__(self) -> _TrainDisplay:
+        if not self.quiet and err_console.is_terminal:
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), console=err_console,
+                                transient=True)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    @staticmethod
+    def _fmt(losses: dict) -> str:
+        return "  ".join(f"{k} {v:.4g}" for k, v in losses.items())
+
+    def on_train_start(self, trainer) -> None:
+        if not self.quiet:
+            err_console.print(f"Training {trainer.model.name} on {len(trainer.train_images)} slices "
+                              f"({trainer.device}), up to {trainer.epochs} epochs; validation on the "
+                              f"{trainer.validation_source} split.", highlight=False)
+
+    def on_step_end(self, event) -> None:
+        if self.bar is None:
+            return
+        description = f"epoch {event.epoch}"
+        if self.task is None:
+            self.task = self.bar.add_task(description, total=event.steps, losses="")
+        if event.step == 1:
+            self.bar.reset(self.task, total=event.steps, description=description)
+        self.bar.update(self.task, completed=event.step, losses=self._fmt(event.losses))
+
+    def on_epoch_end(self, event) -> None:
+        if self.quiet:
+            return
+        marker = " [green]best[/]" if event.improved else ""
+        line = (f"epoch {event.epoch:>3}/{event.epochs}  {self._fmt(event.losses)}  "
+                f"val {event.val_score:.4g}{marker}  {event.seconds:.1f} s")
+        (self.bar.console if self.bar is not None else err_console).print(line, highlight=False)
+
+
+@main.command()
+@click.option("--model", "model_name", required=True, help="Model to train: vae, gan, dcgan, acgan, infogan or ddpm.")
+@data_option
+@click.option("--groups", multiple=True, default=("HCM",), show_default=True, help="ACDC groups to train on.")
+@size_option
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Epoch budget. Default: the model's (100; 115 for ddpm).")
+@click.option("--batch-size", type=click.IntRange(2), default=32, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True, help="Adam learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds everything: same seed, same run.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder. Default: outputs/train/<model>.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out with its own settings (--epochs may extend it).")
+@click.option("--patience", type=click.IntRange(1), default=10, show_default=True, help="Early-stopping patience in epochs.")
+@click.option("--gp-weight", type=click.FloatRange(min=0), default=1.0, show_default=True, help="GAN family: R1 gradient penalty weight.")
+@click.option("--label-smoothing", type=click.FloatRange(0, 0.5, max_open=True), default=0.1, show_default=True,
+              help="GAN family: one-sided label smoothing.")
+@click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=0.999, show_default=True,
+              help="EMA of the weights used for sampling (0: off).")
+@click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=None, help="Clip gradient norm.")
+@click.option("--sample-every", type=click.IntRange(0), default=5, show_default=True, help="Sample grid every N epochs (and at the end).")
+@click.option("--max-steps-per-epoch", type=click.IntRange(1), default=None, help="Cap on steps per epoch (quick runs).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N] or mps.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="A model setting, e.g. --set latent_dim=128.")
+@click.pass_context
+def train(ctx: click.Context, model_name: str, data_root: Path | None, groups: tuple[str, ...], size: str, epochs: int | None,
+          batch_size: int, lr: float, seed: int, out: Path | None, resume: bool, patience: int, gp_weight: float,
+          label_smoothing: float, ema_decay: float, grad_clip: float | None, sample_every: int,
+          max_steps_per_epoch: int | None, device: str, settings: tuple[str, ...]) -> None:
+    """Train one model on preprocessed slices, with early stopping, checkpoints and sample grids.
+
+    Writes into the run folder: checkpoints/best.pt and last.pt, samples/epoch_NNN.png and
+    plots/losses.png.
+    """
+    from hcmbench import engine
+    from hcmbench.config import DataConfig, TrainConfig
+    from hcmbench.data import resolve_data_root
+    from hcmbench.models.base import model_class
+
+    model_class(model_name)  # an unknown name fails before any data work
+    out = out or Path("outputs") / "train" / model_name.lower()
+    with _TrainDisplay(_quiet()) as display, _progress("Preprocessing slices") as progress:
+        if resume:
+            result = engine.resume(out, epochs=epochs, data_root=data_root, callbacks=[display], progress=progress)
+        else:
+            root = resolve_data_root(data_root, announce=_say)
+            train_config = TrainConfig(
+                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience, device=device,
+                gp_weight=gp_weight, label_smoothing=label_smoothing, ema_decay=ema_decay, grad_clip=grad_clip,
+                sample_every=sample_every, max_steps_per_epoch=max_steps_per_epoch)
+            data_config = DataConfig(groups=_groups_option(groups) or ("HCM",), size=int(size))
+            result = engine.train(model_name, root, out, data_config, train_config, _parse_settings(settings),
+                                  callbacks=[display], progress=progress)
+    stop = "stopped early" if result.stopped_early else "finished"
+    _say(f"{stop} after {result.epochs_run} epochs; best validation score {result.best_score:.4g} at epoch {result.best_epoch}.")
+    _say(f"Samples: {out / 'samples'}   Loss plot: {result.loss_plot}")
+    console.print(f"Checkpoint: {result.best_checkpoint}", highlight=False, soft_wrap=True)
+
+
+@main.command()
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("-n", "count", type=click.IntRange(1), default=64, show_default=True, help="Number of images.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to create (must not exist or be empty).")
+@click.option("--label", default=None, help="Class for conditional models (e.g. ES or HCM). Default: all classes in equal shares.")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default=None, help="Diffusion sampler.")
+@click.option("--steps", type=click.IntRange(1), default=None, help="Diffusion sampling steps (DDIM).")
+@click.option("--guidance-scale", type=float, default=None, help="Classifier-free guidance (conditional ddpm).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def sample(checkpoint: Path, count: int, out: Path, label: str | None, sampler: str | None, steps: int | None,
+           guidance_scale: float | None, seed: int, batch_size: int, device: str) -> None:
+    """Draw images from a checkpoint: one PNG per image and samples.npz (images in [0, 1], labels)."""
+    from hcmbench.checkpoints import load_generator, resolve_device
+    from hcmbench.sampling import draw, write_samples
+
+    generator = load_generator(checkpoint, device=resolve_device(device))
+    options = {"sampler": sampler, "steps": steps, "guidance_scale": guidance_scale}
+    with _progress(f"Sampling {generator.model.name}") as progress:
+        images, labels = draw(generator, count, label, seed, batch_size, options, progress)
+    write_samples(out, images, labels, generator.classes)
+    _say(f"Wrote {count} images and samples.npz to {out}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

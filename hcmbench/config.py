@@ -47,6 +47,55 @@ class DataConfig:
             raise HcmbenchError("frames must name at least one frame (ED, ES or a 1-based number)")
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """How the engine trains any model. Defaults are the study's: Adam, lr 2e-4, betas (0.5, 0.999),
+    batch 32, up to 100 epochs (the model's own budget when `epochs` is None: 115 for diffusion),
+    early stopping on the validation score.
+    """
+
+    epochs: int | None = None
+    batch_size: int = 32
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    # Early stopping: stop after `patience` epochs without the validation score improving by min_delta.
+    patience: int = 10
+    min_delta: float = 0.0
+    seed: int = 0
+    device: str = "auto"
+    # bf16 autocast on CUDA (no loss scaling needed); ignored on CPU and MPS.
+    mixed_precision: bool = True
+    grad_clip: float | None = None
+    # Exponential moving average of the weights, used for sampling and validation; 0 turns it off.
+    ema_decay: float = 0.999
+    # GAN family: R1 gradient-penalty weight and one-sided label smoothing (real target 1 - s).
+    gp_weight: float = 1.0
+    label_smoothing: float = 0.1
+    # Write a sample grid every `sample_every` epochs (and after the last); 0 only at the end.
+    sample_every: int = 5
+    grid_size: int = 64
+    # Cap on optimisation steps per epoch (None: the whole training split), for quick runs and tests.
+    max_steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.epochs is None or self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
+            (self.lr > 0, f"lr must be positive, got {self.lr}"),
+            (all(0 <= b < 1 for b in self.betas) and len(self.betas) == 2, f"betas must be two values in [0, 1), got {self.betas}"),
+            (self.patience >= 1, f"patience must be at least 1, got {self.patience}"),
+            (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
+            (0 <= self.label_smoothing < 0.5, f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}"),
+            (self.gp_weight >= 0, f"gp_weight must be non-negative, got {self.gp_weight}"),
+            (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive, got {self.grad_clip}"),
+            (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
+             f"device must be auto, cpu, cuda[:N] or mps, got {self.device!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise HcmbenchError(message)
+
+
 def cache_dir() -> Path:
     """Where hcmbench keeps generated and preprocessed data: $HCMBENCH_CACHE, else the user cache."""
     if os.environ.get("HCMBENCH_CACHE"):

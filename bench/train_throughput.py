@@ -1,0 +1,99 @@
+"""Training throughput of every model, and DDPM-1000 against DDIM-50 sampling time, as a table.
+
+    python bench/train_throughput.py [--size 64] [--batch-size 32] [--steps 10] [--device auto]
+                                     [--ddpm-steps 1000] [--models vae,gan,...]
+
+Training: images/s over `--steps` optimisation steps (after 2 warm-up steps) on a fixed batch of
+phantom-like random images in [-1, 1], default settings of each model, bf16 autocast on CUDA as the
+engine uses. Sampling: wall time to draw 64 images with ancestral DDPM over all T = 1000 steps and
+with DDIM over 50 steps. On a slow machine `--ddpm-steps K` times K ancestral steps instead and scales
+the time by 1000 / K (each ancestral step is one network evaluation, so the cost is linear in the
+number of steps); the table says when a figure is extrapolated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from hcmbench.checkpoints import resolve_device
+from hcmbench.config import TrainConfig
+from hcmbench.models.base import available_models, build_model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_images_per_second(name: str, size: int, batch_size: int, steps: int, device: torch.device) -> tuple[float, int]:
+    """Images per second over `steps` training steps, and the model's parameter count."""
+    torch.manual_seed(0)
+    model = build_model(name, image_size=size, num_classes=2).to(device).train()
+    optimizers = model.configure_optimizers(TrainConfig())
+    images = torch.rand(batch_size, 1, size, size, device=device) * 2 - 1
+    labels = torch.randint(0, 2, (batch_size,), device=device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    for _ in range(2):
+        with autocast:
+            model.training_step((images, labels), optimizers)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        with autocast:
+            model.training_step((images, labels), optimizers)
+    _sync(device)
+    return steps * batch_size / (time.perf_counter() - start), sum(p.numel() for p in model.parameters())
+
+
+def sampling_seconds(size: int, device: torch.device, sampler: str, steps: int, n: int = 64) -> float:
+    torch.manual_seed(0)
+    model = build_model("ddpm", image_size=size).to(device).eval()
+    generator = torch.Generator(device=device).manual_seed(0)
+    model.sample(2, generator=generator, sampler="ddim", steps=2)  # warm-up
+    _sync(device)
+    start = time.perf_counter()
+    model.sample(n, generator=generator, sampler=sampler, steps=steps)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=10, help="timed training steps per model")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--ddpm-steps", type=int, default=1000, help="ancestral steps actually run (extrapolated to 1000)")
+    parser.add_argument("--models", default=",".join(available_models()))
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    console = Console()
+    console.print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
+                  f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+
+    table = Table(title=f"Training throughput, {args.size} px, batch {args.batch_size}, {args.steps} steps")
+    for column in ("model", "parameters", "images/s", "ms/step"):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for name in args.models.split(","):
+        rate, params = train_images_per_second(name, args.size, args.batch_size, args.steps, device)
+        table.add_row(name, f"{params / 1e6:.2f} M", f"{rate:.1f}", f"{1000 * args.batch_size / rate:.0f}")
+    console.print(table)
+
+    ddpm = sampling_seconds(args.size, device, "ddpm", args.ddpm_steps) * 1000 / args.ddpm_steps
+    ddim = sampling_seconds(args.size, device, "ddim", 50)
+    sampling = Table(title=f"DDPM sampling of 64 images, {args.size} px")
+    for column in ("sampler", "network evaluations", "seconds", "ms/image", "speed-up"):
+        sampling.add_column(column, justify="right" if column != "sampler" else "left")
+    note = "" if args.ddpm_steps == 1000 else f" (extrapolated from {args.ddpm_steps} steps)"
+    sampling.add_row("DDPM ancestral" + note, "1000", f"{ddpm:.1f}", f"{1000 * ddpm / 64:.0f}", "1.0×")
+    sampling.add_row("DDIM, η = 0", "50", f"{ddim:.1f}", f"{1000 * ddim / 64:.0f}", f"{ddpm / ddim:.1f}×")
+    console.print(sampling)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Blocks and losses shared by several models: DCGAN-style conv nets, GAN losses, a sample distance."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def dcgan_init_(module: nn.Module, std: float = 0.02) -> None:
+    """Radford et al.'s initialisation: conv weights N(0, 0.02); norm scales N(1, 0.02), shifts 0."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, nn.InstanceNorm2d)) and m.weight is not None:
+            nn.init.normal_(m.weight, 1.0, std)
+            nn.init.zeros_(m.bias)
+
+
+def _num_doublings(image_size: int) -> int:
+    levels = math.log2(image_size / 4)
+    if levels != int(levels) or levels < 1:
+        raise ValueError(f"image_size must be 4·2^k (32, 64, 128), got {image_size}")
+    return int(levels)
+
+
+def _norm2d(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"norm must be 'batch', 'instance' or 'none', got {kind!r}")
+
+
+class ConvGenerator(nn.Module):
+    """DCGAN generator: a vector (B, in_dim) → image (B, 1, S, S) in [-1, 1].
+
+    Fractional-strided convolutions from 4×4 up to S, BatchNorm and ReLU between them, tanh at the
+    end; no pooling and no fully connected hidden layer. Channels halve at each doubling and end at
+    `width` before the output layer.
+    """
+
+    def __init__(self, in_dim: int, image_size: int = 64, width: int = 64) -> None:
+        super().__init__()
+        ups = _num_doublings(image_size)
+        channels = width * 2 ** (ups - 1)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(in_dim, channels, 4, 1, 0, bias=False), nn.BatchNorm2d(channels), nn.ReLU(True)]
+        for _ in range(ups - 1):
+            layers += [nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(channels // 2), nn.ReLU(True)]
+            channels //= 2
+        layers += [nn.ConvTranspose2d(channels, 1, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z[:, :, None, None])
+
+
+class ConvDiscriminatorBody(nn.Module):
+    """DCGAN discriminator without its output layer: image (B, 1, S, S) → features (B, C, 4, 4).
+
+    Strided convolutions, LeakyReLU(0.2), normalisation on all but the first layer. `out_channels`
+    is C, for the heads that models put on top (real/fake logit, class logits, latent codes).
+    """
+
+    def __init__(self, image_size: int = 64, width: int = 64, norm: str = "batch") -> None:
+        super().__init__()
+        downs = _num_doublings(image_size)
+        layers: list[nn.Module] = [nn.Conv2d(1, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        channels = width
+        for _ in range(downs - 1):
+            layers += [nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=norm == "none"),
+                       _norm2d(norm, channels * 2), nn.LeakyReLU(0.2, True)]
+            channels *= 2
+        self.net = nn.Sequential(*layers)
+        self.out_channels = channels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Binary cross-entropy on logits for D, with one-sided label smoothing (real target 1 − s)."""
+    real_target = torch.full_like(real_logits, 1.0 - label_smoothing)
+    return (F.binary_cross_entropy_with_logits(real_logits, real_target)
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def generator_loss(fake_logits: Tensor) -> Tensor:
+    """The non-saturating generator loss: −log D(G(z)), as binary cross-entropy on logits."""
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def r1_penalty(real_logits: Tensor, real_images: Tensor) -> Tensor:
+    """R1 gradient penalty (Mescheder et al. 2018): mean squared norm of ∂D/∂x on real images.
+
+    `real_images` must have had `requires_grad_()` before D saw them. Chosen over WGAN-GP's
+    interpolate penalty because hcmbench's GANs use the cross-entropy loss, for which R1 is the
+    analysed regulariser; weight it by `gp_weight / 2`.
+    """
+    (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
+def energy_distance(x: Tensor, y: Tensor) -> Tensor:
+    """Energy distance between two samples of vectors: 2E|x−y| − E|x−x'| − E|y−y'| (≥ 0, 0 iff equal)."""
+    xy = torch.cdist(x, y).mean()
+    xx = torch.cdist(x, x).mean()
+    yy = torch.cdist(y, y).mean()
+    return 2 * xy - xx - yy
+
+
+@torch.no_grad()
+def sample_distance(model, val_batches: Iterable[tuple[Tensor, Tensor]], seed: int = 0, pooled_size: int = 16) -> float:
+    """Energy distance between as many samples as validation images and those images.
+
+    Images are average-pooled to `pooled_size`² pixels first, so that the distance reflects layout and
+    contrast rather than pixel noise. Sampling uses a fixed seed (and the validation labels for
+    conditional models), so the score changes only when the model does. Lower is better.
+    """
+    images, labels = zip(*val_batches)
+    real = torch.cat(images).to(model.device).float()
+    label = torch.cat(labels).to(model.device) if model.conditional else None
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    fake = model.sample(len(real), label, generator=generator).float()
+    pool = real.shape[-1] // pooled_size
+    flat = lambda t: F.avg_pool2d(t, pool).flatten(1) if pool > 1 else t.flatten(1)  # noqa: E731
+    return float(energy_distance(flat(real), flat(fake)))

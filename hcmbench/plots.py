@@ -1,0 +1,71 @@
+"""PNG outputs a person looks at: sample grids and loss curves. Written atomically."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hcmbench.io import atomic_path
+
+
+def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Images in [-1, 1], shape (n, 1, H, W) or (n, H, W), as uint8 (n, H, W)."""
+    array = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if array.ndim == 4:
+        array = array[:, 0]
+    return np.round((np.clip(array, -1, 1) + 1) * 127.5).astype(np.uint8)
+
+
+def save_image_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: int | None = None,
+                    padding: int = 2, scale: int = 2) -> Path:
+    """Write images in [-1, 1] as one PNG grid (`nrow` per row, default about square), upscaled `scale`×."""
+    from PIL import Image
+
+    tiles = to_uint8(images)
+    n, h, w = tiles.shape
+    nrow = nrow or max(1, math.ceil(math.sqrt(n)))
+    rows = math.ceil(n / nrow)
+    grid = np.full((rows * (h + padding) + padding, nrow * (w + padding) + padding), 255, np.uint8)
+    for i, tile in enumerate(tiles):
+        r, c = divmod(i, nrow)
+        grid[padding + r * (h + padding):padding + r * (h + padding) + h,
+             padding + c * (w + padding):padding + c * (w + padding) + w] = tile
+    image = Image.fromarray(grid)
+    if scale > 1:
+        image = image.resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return path
+
+
+def save_loss_plot(history: list[dict], path: str | Path, title: str = "") -> Path:
+    """Per-epoch training losses (left) and validation score (right) from the engine's history."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    names = sorted({k for h in history for k in h["losses"]})
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name in names:
+        left.plot(epochs, [h["losses"].get(name, np.nan) for h in history], marker=".", label=name)
+    left.set(xlabel="epoch", ylabel="mean loss over the epoch", title="training losses")
+    if names:
+        left.legend(fontsize=8)
+    right.plot(epochs, [h["val_score"] for h in history], marker=".", color="black")
+    right.set(xlabel="epoch", ylabel="validation score (lower is better)", title="validation")
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
