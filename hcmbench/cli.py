@@ -244,7 +244,7 @@ class _TrainDisplay:
         marker = " [green]best[/]" if event.improved else ""
         line = (f"epoch {event.epoch:>3}/{event.epochs}  {self._fmt(event.losses)}  "
                 f"val {event.val_score:.4g}{marker}  {event.seconds:.1f} s")
-        (self.bar.console if self.bar is not None else err_console).print(line, highlight=False)
+        (self.bar.console if self.bar is not None else err_console).print(line, highlight=False, soft_wrap=True)
 
 
 @main.command()

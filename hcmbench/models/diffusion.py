@@ -1,0 +1,413 @@
+"""Denoising diffusion (DDPM) with DDIM sampling and classifier-free guidance.
+
+Ho, Jain & Abbeel, "Denoising Diffusion Probabilistic Models", NeurIPS 2020: a UNet learns to predict
+the noise ε in x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε for uniform t (MSE), and images are drawn by ancestral
+sampling from x_T ~ N(0, I). Song, Meng & Ermon, "Denoising Diffusion Implicit Models", ICLR 2021:
+a non-Markovian sampler over a few of the T steps, deterministic for η = 0. Ho & Salimans,
+"Classifier-Free Diffusion Guidance", 2022: one network learns the conditional and (with the label
+dropped to a null class) the unconditional noise, and sampling extrapolates between them,
+ε = ε_∅ + w·(ε_c − ε_∅). Nichol & Dhariwal, "Improved Denoising Diffusion Probabilistic Models",
+ICML 2021: the cosine schedule, and sampling a subsequence of the T steps (respacing).
+
+As in diffusers, the pieces are separate: `NoiseSchedule` (β, ᾱ, forward noising), `UNet` (the
+network) and two plain sampling loops, `ddpm_loop` and `ddim_loop`; `DDPM` ties them together.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hcmbench.errors import HcmbenchError
+from hcmbench.models.base import Batch, GenerativeModel, register
+
+# -- the noise schedule ------------------------------------------------------------------------------
+
+
+def make_betas(schedule: str, timesteps: int) -> Tensor:
+    """β_1..β_T (float64): "linear" from 1e-4 to 0.02 (Ho et al.), or "cosine" (Nichol & Dhariwal).
+
+    For T ≠ 1000 the linear ends are scaled by 1000/T, as in Nichol & Dhariwal's code, so that ᾱ
+    follows the same curve and x_T is still nearly pure noise (unscaled, T = 100 would end at ᾱ ≈ 0.37).
+    """
+    if schedule == "linear":
+        scale = 1000 / timesteps
+        return torch.linspace(1e-4 * scale, 0.02 * scale, timesteps, dtype=torch.float64).clamp(max=0.999)
+    if schedule == "cosine":
+        s = 0.008
+        steps = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+        alpha_bar = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
+        return (1 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
+    raise HcmbenchError(f"schedule must be 'linear' or 'cosine', got {schedule!r}")
+
+
+class NoiseSchedule(nn.Module):
+    """β_t and ᾱ_t = Π(1 − β_s) for t = 0..T−1, and the forward process q(x_t | x_0).
+
+    The tensors are non-persistent buffers: they follow the model across devices but stay out of
+    checkpoints, which rebuild them exactly from (schedule, timesteps).
+    """
+
+    def __init__(self, schedule: str = "linear", timesteps: int = 1000) -> None:
+        super().__init__()
+        betas = make_betas(schedule, timesteps)
+        self.timesteps = timesteps
+        self.register_buffer("betas", betas.float(), persistent=False)
+        self.register_buffer("alphas_cumprod", torch.cumprod(1 - betas, 0).float(), persistent=False)
+
+    def add_noise(self, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·noise, with one timestep per image in `t` (B,)."""
+        alpha_bar = self.alphas_cumprod[t].view(-1, 1, 1, 1)
+        return alpha_bar.sqrt() * x0 + (1 - alpha_bar).sqrt() * noise
+
+
+# -- the network ---------------------------------------------------------------------------------
+
+
+def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+    """Transformer-style sinusoidal embedding of (B,) timesteps → (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device) / half)
+    angles = t.float()[:, None] * freqs[None]
+    return torch.cat([angles.cos(), angles.sin()], dim=1)
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+def zero_(module: nn.Module) -> nn.Module:
+    """Zero a layer's parameters, so that a residual branch starts as the identity (as Ho et al.)."""
+    for p in module.parameters():
+        nn.init.zeros_(p)
+    return module
+
+
+class Attention(nn.Module):
+    """Single-head self-attention over the pixels of a feature map, with a residual connection."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = group_norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = zero_(nn.Conv2d(channels, channels, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).flatten(2).transpose(1, 2).chunk(3, dim=2)  # (B, HW, C) each
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, c, h, w)
+        return x + self.proj(out)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm → SiLU → conv → GroupNorm, scaled and shifted by the embedding, → SiLU → dropout →
+    conv, added to the (1×1-projected) input; optionally followed by self-attention.
+
+    The embedding enters after the second normalisation (Nichol & Dhariwal's scale-shift norm), not
+    as a bias before it as in Ho et al.: a GroupNorm with one channel per group would erase a bias.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, attention: bool = False) -> None:
+        super().__init__()
+        self.conv1 = nn.Sequential(group_norm(in_ch), nn.SiLU(), nn.Conv2d(in_ch, out_ch, 3, padding=1))
+        self.emb = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_ch))
+        self.norm2 = group_norm(out_ch)
+        self.conv2 = nn.Sequential(nn.SiLU(), nn.Dropout(dropout), zero_(nn.Conv2d(out_ch, out_ch, 3, padding=1)))
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.attention = Attention(out_ch) if attention else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        scale, shift = self.emb(emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(self.conv1(x)) * (1 + scale) + shift
+        return self.attention(self.skip(x) + self.conv2(h))
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        return self.conv(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class UNet(nn.Module):
+    """Ho et al.'s ε-network: (x_t (B,1,S,S), t (B,), labels (B,) or None) → ε̂ (B,1,S,S).
+
+    One resolution level per entry of `channel_mults` (width base·mult), each with `num_res_blocks`
+    residual blocks and, between levels, a strided-conv down / nearest+conv up step. Every block and
+    downsampling output of the encoder is kept and concatenated into the decoder, whose levels have one
+    block more to take them all. Self-attention follows the blocks at `attention_resolutions` and in
+    the middle. With `num_classes`, a class embedding (row `num_classes` = the null class) is added to
+    the time embedding.
+    """
+
+    def __init__(self, image_size: int = 64, base_channels: int = 64, channel_mults: tuple[int, ...] = (1, 2, 2, 2),
+                 attention_resolutions: tuple[int, ...] = (16, 8), num_res_blocks: int = 2, dropout: float = 0.1,
+                 num_classes: int = 0) -> None:
+        super().__init__()
+        emb_dim = 4 * base_channels
+        self.base_channels = base_channels
+        self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.conv_in = nn.Conv2d(1, base_channels, 3, padding=1)
+
+        ch, res, skips = base_channels, image_size, [base_channels]
+        self.downs = nn.ModuleList()
+        for level, mult in enumerate(channel_mults):
+            for _ in range(num_res_blocks):
+                self.downs.append(ResBlock(ch, base_channels * mult, emb_dim, dropout, res in attention_resolutions))
+                ch = base_channels * mult
+                skips.append(ch)
+            if level < len(channel_mults) - 1:
+                self.downs.append(Downsample(ch))
+                res //= 2
+                skips.append(ch)
+
+        self.middle = nn.ModuleList([ResBlock(ch, ch, emb_dim, dropout, attention=True),
+                                     ResBlock(ch, ch, emb_dim, dropout)])
+
+        self.ups = nn.ModuleList()
+        for level, mult in reversed(list(enumerate(channel_mults))):
+            for _ in range(num_res_blocks + 1):
+                self.ups.append(ResBlock(ch + skips.pop(), base_channels * mult, emb_dim, dropout,
+                                         res in attention_resolutions))
+                ch = base_channels * mult
+            if level > 0:
+                self.ups.append(Upsample(ch))
+                res *= 2
+
+        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero_(nn.Conv2d(ch, 1, 3, padding=1)))
+
+    def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
+        emb = self.time_mlp(timestep_embedding(t, self.base_channels))
+        if self.class_emb is not None:
+            emb = emb + self.class_emb(labels)
+        h = self.conv_in(x)
+        skips = [h]
+        for layer in self.downs:
+            h = layer(h, emb)
+            skips.append(h)
+        for layer in self.middle:
+            h = layer(h, emb)
+        for layer in self.ups:
+            if isinstance(layer, ResBlock):
+                h = torch.cat([h, skips.pop()], dim=1)
+            h = layer(h, emb)
+        return self.out(h)
+
+
+# -- the samplers --------------------------------------------------------------------------------
+
+NoisePredictor = Callable[[Tensor, Tensor], Tensor]  # (x_t (B,...), t (B,)) → ε̂
+
+
+def spaced_timesteps(timesteps: int, steps: int) -> list[int]:
+    """`steps` timesteps evenly spaced from T−1 down to 0 (all of them when steps == T)."""
+    return torch.linspace(timesteps - 1, 0, steps, dtype=torch.float64).round().long().tolist()
+
+
+def predict_x0(x: Tensor, eps: Tensor, alpha_bar: Tensor) -> Tensor:
+    """x̂_0 = (x_t − √(1−ᾱ_t)·ε̂) / √ᾱ_t, clipped to the data range [−1, 1]."""
+    return ((x - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()).clamp(-1, 1)
+
+
+def ddpm_loop(predict_noise: NoisePredictor, schedule: NoiseSchedule, x: Tensor, timesteps: list[int],
+              generator: torch.Generator | None) -> Tensor:
+    """Ancestral sampling (Ho et al. Alg. 2): x_{t'} ~ q(x_{t'} | x_t, x̂_0) for each step t → t'.
+
+    Over all T steps this is the DDPM posterior with variance β̃_t; over a subsequence it is the same
+    posterior with β_t replaced by 1 − ᾱ_t/ᾱ_{t'} (Nichol & Dhariwal's respacing).
+    """
+    alphas_cumprod = schedule.alphas_cumprod
+    for i, t in enumerate(timesteps):
+        last = i == len(timesteps) - 1
+        alpha_bar = alphas_cumprod[t]
+        alpha_bar_prev = alphas_cumprod.new_tensor(1.0) if last else alphas_cumprod[timesteps[i + 1]]
+        beta = 1 - alpha_bar / alpha_bar_prev
+        eps = predict_noise(x, torch.full((len(x),), t, device=x.device))
+        x0 = predict_x0(x, eps, alpha_bar)
+        mean = (alpha_bar_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - alpha_bar_prev) * x) / (1 - alpha_bar)
+        if last:
+            x = mean
+        else:
+            variance = beta * (1 - alpha_bar_prev) / (1 - alpha_bar)
+            x = mean + variance.sqrt() * torch.randn(x.shape, generator=generator, device=x.device)
+    return x
+
+
+def ddim_loop(predict_noise: NoisePredictor, schedule: NoiseSchedule, x: Tensor, timesteps: list[int],
+              eta: float, generator: torch.Generator | None) -> Tensor:
+    """DDIM (Song et al. eq. 12): x_{t'} = √ᾱ_{t'}·x̂_0 + √(1−ᾱ_{t'}−σ²)·ε̂ + σ·z, with
+    σ = η·√((1−ᾱ_{t'})/(1−ᾱ_t)·(1−ᾱ_t/ᾱ_{t'})); η = 0 draws no noise after x_T.
+
+    ε̂ is recomputed from the clipped x̂_0 so that the two stay consistent.
+    """
+    alphas_cumprod = schedule.alphas_cumprod
+    for i, t in enumerate(timesteps):
+        last = i == len(timesteps) - 1
+        alpha_bar = alphas_cumprod[t]
+        alpha_bar_prev = alphas_cumprod.new_tensor(1.0) if last else alphas_cumprod[timesteps[i + 1]]
+        eps = predict_noise(x, torch.full((len(x),), t, device=x.device))
+        x0 = predict_x0(x, eps, alpha_bar)
+        eps = (x - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+        sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
+        x = alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps
+        if eta > 0 and not last:
+            x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
+    return x
+
+
+# -- the model -----------------------------------------------------------------------------------
+
+
+@register("ddpm")
+class DDPM(GenerativeModel):
+    """ε-prediction diffusion model; class-conditional with classifier-free guidance when asked.
+
+    `class_conditional=True` (needs num_classes ≥ 2) adds a class embedding, drops labels to the null
+    class with probability `p_uncond` in training, and guides sampling with `guidance_scale`
+    (1.0: plain conditional; > 1: stronger class adherence). `sample` options: sampler "ddpm"
+    (ancestral, `steps` of the T, default all) or "ddim" (`steps`, default 50, and `eta`, default 0).
+    """
+
+    default_epochs = 115
+    sample_options = ("sampler", "steps", "guidance_scale", "eta")
+
+    def __init__(self, image_size: int = 64, num_classes: int = 0, schedule: str = "linear", timesteps: int = 1000,
+                 base_channels: int = 64, channel_mults: tuple[int, ...] = (1, 2, 2, 2),
+                 attention_resolutions: tuple[int, ...] = (16, 8), num_res_blocks: int = 2, dropout: float = 0.1,
+                 class_conditional: bool = False, p_uncond: float = 0.1, guidance_scale: float = 2.0) -> None:
+        super().__init__()
+        channel_mults, attention_resolutions = tuple(channel_mults), tuple(attention_resolutions)
+        bottom = image_size / 2 ** (len(channel_mults) - 1)
+        checks = [
+            (timesteps >= 2, f"timesteps must be at least 2, got {timesteps}"),
+            (base_channels >= 1 and num_res_blocks >= 1, "base_channels and num_res_blocks must be positive"),
+            (len(channel_mults) >= 1 and min(channel_mults) >= 1, f"channel_mults must be positive, got {channel_mults}"),
+            (bottom == int(bottom) and bottom >= 4,
+             f"{len(channel_mults)} levels halve {image_size} px below 4 px: use fewer channel_mults"),
+            (0 <= dropout < 1 and 0 <= p_uncond < 1, "dropout and p_uncond must lie in [0, 1)"),
+            (guidance_scale >= 0, f"guidance_scale must be non-negative, got {guidance_scale}"),
+            (not class_conditional or num_classes >= 2,
+             f"class_conditional needs at least 2 classes, got num_classes={num_classes}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise HcmbenchError(message)
+        self.image_size, self.num_classes = image_size, num_classes
+        self.conditional = class_conditional
+        self.p_uncond, self.guidance_scale = p_uncond, guidance_scale
+        self.schedule = NoiseSchedule(schedule, timesteps)
+        self.unet = UNet(image_size, base_channels, channel_mults, attention_resolutions, num_res_blocks, dropout,
+                         num_classes if class_conditional else 0)
+
+    def training_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer]) -> dict[str, float]:
+        images, labels = (v.to(self.device) for v in batch)
+        t = torch.randint(0, self.schedule.timesteps, (len(images),), device=self.device)
+        noise = torch.randn_like(images)
+        x_t = self.schedule.add_noise(images, noise, t)
+        if self.conditional:  # classifier-free guidance training: drop labels to the null class
+            labels = torch.where(torch.rand(len(labels), device=self.device) < self.p_uncond, self.num_classes, labels)
+        loss = F.mse_loss(self.unet(x_t, t, labels if self.conditional else None).float(), noise)
+        self.optimize(loss, optimizers[0])
+        return {"noise_mse": loss.item()}
+
+    @torch.no_grad()
+    def validation_score(self, val_batches: Iterable[Batch], num_timesteps: int = 10, seed: int = 0) -> float:
+        """Noise-prediction MSE on the validation images, in eval mode, at `num_timesteps` fixed
+        timesteps (the midpoints of equal slices of 0..T−1, a stratified version of the training loss)
+        with noise from a generator seeded with `seed`; with class conditioning, the true labels are
+        used. Fixed noise and timesteps make it change only when the model does. Lower is better."""
+        was_training = self.training
+        self.eval()
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        timesteps = ((torch.arange(num_timesteps) + 0.5) * self.schedule.timesteps / num_timesteps).long()
+        total, count = 0.0, 0
+        try:
+            for images, labels in val_batches:
+                images, labels = images.to(self.device).float(), labels.to(self.device)
+                for t in timesteps.tolist():
+                    noise = torch.randn(images.shape, generator=generator, device=self.device)
+                    t_batch = torch.full((len(images),), t, device=self.device)
+                    eps = self.unet(self.schedule.add_noise(images, noise, t_batch), t_batch,
+                                    labels if self.conditional else None)
+                    total += F.mse_loss(eps.float(), noise, reduction="sum").item()
+                    count += noise.numel()
+        finally:
+            self.train(was_training)
+        if count == 0:
+            raise HcmbenchError("validation_score needs at least one validation image")
+        return total / count
+
+    def predict_noise(self, x: Tensor, t: Tensor, labels: Tensor | None = None, guidance_scale: float = 1.0) -> Tensor:
+        """ε̂(x_t, t); with labels and guidance_scale w ≠ 1, ε̂_∅ + w·(ε̂_c − ε̂_∅) in one doubled batch."""
+        if labels is None or guidance_scale == 1.0:
+            return self.unet(x, t, labels).float()
+        null = torch.full_like(labels, self.num_classes)
+        eps_cond, eps_uncond = self.unet(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).float().chunk(2)
+        return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
+    @torch.no_grad()
+    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+               sampler: str = "ddpm", steps: int | None = None, guidance_scale: float | None = None,
+               eta: float | None = None, **unknown: Any) -> Tensor:
+        """`n` images (n, 1, S, S) in [−1, 1]: x_T from `generator`, then the chosen sampler's loop.
+
+        sampler "ddpm": ancestral over `steps` timesteps (default T); "ddim": `steps` (default
+        min(50, T)) with `eta` (default 0.0). `guidance_scale` (conditional models only) defaults to
+        the model setting. Bad options raise HcmbenchError.
+        """
+        labels = self.check_labels(n, labels)
+        timesteps, eta, guidance_scale = self._check_sample_options(sampler, steps, guidance_scale, eta, unknown)
+        was_training = self.training
+        self.eval()
+        try:
+            x = torch.randn((n, 1, self.image_size, self.image_size), generator=generator, device=self.device)
+            predict = lambda x_t, t: self.predict_noise(x_t, t, labels, guidance_scale)  # noqa: E731
+            if sampler == "ddpm":
+                x = ddpm_loop(predict, self.schedule, x, timesteps, generator)
+            else:
+                x = ddim_loop(predict, self.schedule, x, timesteps, eta, generator)
+        finally:
+            self.train(was_training)
+        return x.float().clamp(-1, 1)
+
+    def _check_sample_options(self, sampler: str, steps: int | None, guidance_scale: float | None,
+                              eta: float | None, unknown: dict[str, Any]) -> tuple[list[int], float, float]:
+        """Validate `sample`'s options; return the timesteps to visit, η and the guidance scale."""
+        T = self.schedule.timesteps
+        if unknown:
+            raise HcmbenchError(f"unknown sample option(s) {', '.join(sorted(unknown))}: "
+                                f"known are {', '.join(self.sample_options)}")
+        if sampler not in ("ddpm", "ddim"):
+            raise HcmbenchError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
+        if steps is None:
+            steps = T if sampler == "ddpm" else min(50, T)
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+            raise HcmbenchError(f"steps must be an integer from 1 to timesteps={T}, got {steps!r}")
+        if eta is not None and sampler == "ddpm":
+            raise HcmbenchError("eta is an option of the ddim sampler; the ddpm sampler always draws noise")
+        eta = 0.0 if eta is None else eta
+        if not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+            raise HcmbenchError(f"eta must be a number in [0, 1], got {eta!r}")
+        if guidance_scale is not None and not self.conditional:
+            raise HcmbenchError("guidance_scale needs a class-conditional model (class_conditional=True)")
+        guidance_scale = self.guidance_scale if guidance_scale is None else guidance_scale
+        if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
+            raise HcmbenchError(f"guidance_scale must be a non-negative number, got {guidance_scale!r}")
+        return spaced_timesteps(T, steps), float(eta), float(guidance_scale)

@@ -1,0 +1,139 @@
+"""Tests of InfoGAN (hcmbench.models.infogan)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from hcmbench.config import TrainConfig
+from hcmbench.errors import HcmbenchError
+from hcmbench.models.base import build_model
+
+SEED = 0
+SMALL = dict(latent_dim=16, width=8, n_categories=4, n_continuous=2)
+
+
+def disks(n: int = 32, size: int = 32, seed: int = SEED) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bright disks of varying radius on a dark background, plus noise; labels all 0 (ignored)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
+    radius = 0.3 + 0.4 * torch.rand(n, 1, 1, 1, generator=g)
+    images = -0.8 + 1.6 * (xx**2 + yy**2 < radius**2).float() + 0.1 * torch.randn(n, 1, size, size, generator=g)
+    return images.clamp(-1, 1), torch.zeros(n, dtype=torch.long)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """An InfoGAN overfit to one batch: (model, losses per step, score before, score after)."""
+    torch.manual_seed(SEED)
+    batch = disks()
+    model = build_model("infogan", image_size=32, **SMALL)
+    opts = model.configure_optimizers(TrainConfig(lr=2e-3))
+    before = model.validation_score([batch])
+    logs = [model.training_step(batch, opts) for _ in range(80)]
+    return model, logs, before, model.validation_score([batch])
+
+
+def _mean(logs, key, part):
+    return sum(log[key] for log in part) / len(part)
+
+
+def test_info_loss_falls_when_overfitting_a_batch(trained):
+    _, logs, _, _ = trained
+    assert _mean(logs, "info", logs[-5:]) < 0.3 * _mean(logs, "info", logs[:5])
+
+
+def test_samples_approach_the_batch(trained):
+    # The adversarial losses oscillate by design; the sample distance to the batch is the robust signal.
+    _, _, before, after = trained
+    assert math.isfinite(after)
+    assert after < 0.25 * before
+
+
+@torch.no_grad()
+def test_q_recovers_the_categorical_code(trained):
+    model = trained[0]
+    model.eval()
+    latent, category, _ = model.codes(256, torch.Generator().manual_seed(1))
+    _, logits, _ = model.discriminate(model.generator(latent))
+    model.train()
+    assert (logits.argmax(1) == category).float().mean() > 0.7  # chance is 0.25
+    # ... and `sample(category=k)` really fixes that code.
+    for k in range(4):
+        images = model.sample(32, generator=torch.Generator().manual_seed(2), category=k)
+        model.eval()
+        predicted = model.discriminate(images)[1].argmax(1)
+        model.train()
+        assert (predicted == k).float().mean() > 0.7
+
+
+def test_fixing_the_category_changes_the_samples(trained):
+    model = trained[0]
+    same = lambda k: model.sample(8, generator=torch.Generator().manual_seed(3), category=k)  # noqa: E731
+    assert torch.equal(same(1), same(1))
+    assert (same(0) - same(1)).abs().mean() > 0.02
+
+
+@pytest.mark.parametrize("category", [-1, 4, 1.5, True, "1"])
+def test_bad_category_raises(category):
+    model = build_model("infogan", image_size=32, **SMALL)
+    with pytest.raises(HcmbenchError, match="category"):
+        model.sample(2, category=category)
+
+
+def test_refuses_labels():
+    model = build_model("infogan", image_size=32, num_classes=3, **SMALL)
+    assert not model.conditional and model.sample_options == ("category",)
+    with pytest.raises(HcmbenchError):
+        model.sample(2, torch.tensor([0, 1]))
+
+
+def test_training_step_reports_named_floats():
+    torch.manual_seed(SEED)
+    images, labels = disks(8)
+    model = build_model("infogan", image_size=32, **SMALL)
+    logs = model.training_step((images, labels), model.configure_optimizers(TrainConfig(gp_weight=1.0)))
+    assert set(logs) == {"d_loss", "g_loss", "info", "gp"} and all(isinstance(v, float) for v in logs.values())
+    assert not images.requires_grad
+    logs = model.training_step((images, labels), model.configure_optimizers(TrainConfig(gp_weight=0.0)))
+    assert set(logs) == {"d_loss", "g_loss", "info"}
+
+
+def test_q_head_trains_with_the_generator_and_the_body_with_the_discriminator():
+    model = build_model("infogan", image_size=32, **SMALL)
+    d_opt, g_opt = model.configure_optimizers(TrainConfig())
+    ids = lambda opt: {id(p) for group in opt.param_groups for p in group["params"]}  # noqa: E731
+    params = lambda *modules: {id(p) for m in modules for p in m.parameters()}  # noqa: E731
+    assert ids(d_opt) == params(model.body, model.d_head)
+    assert ids(g_opt) == params(model.generator, model.q_head)
+    assert ids(d_opt) | ids(g_opt) == params(model)
+
+
+def test_sample_contract():
+    torch.manual_seed(SEED)
+    model = build_model("infogan", image_size=32, **SMALL)
+    x = model.sample(5, generator=torch.Generator().manual_seed(3))
+    assert x.shape == (5, 1, 32, 32) and x.dtype == torch.float32 and x.device == model.device
+    assert x.min() >= -1 and x.max() <= 1
+    assert model.training
+    assert torch.equal(x, model.sample(5, generator=torch.Generator().manual_seed(3)))
+    assert not torch.allclose(x, model.sample(5, generator=torch.Generator().manual_seed(4)))
+
+
+def test_state_dict_round_trip(trained):
+    model = trained[0]
+    fresh = build_model("infogan", **model.settings)
+    fresh.load_state_dict(model.state_dict())
+    a = model.sample(4, generator=torch.Generator().manual_seed(5), category=2)
+    assert torch.equal(a, fresh.sample(4, generator=torch.Generator().manual_seed(5), category=2))
+
+
+@pytest.mark.parametrize("size", [32, 64, 128])
+def test_builds_trains_and_samples_at_every_size(size):
+    torch.manual_seed(SEED)
+    model = build_model("infogan", image_size=size, **SMALL)
+    logs = model.training_step(disks(2, size), model.configure_optimizers(TrainConfig()))
+    assert all(math.isfinite(v) for v in logs.values())
+    assert model.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, size, size)
