@@ -258,7 +258,7 @@ class Trainer:
             classes = max(1, model.settings.get("num_classes", 1))
             labels = (torch.arange(n, device=self.device) * classes // n).long()
         with torch.no_grad():
-            images = model.sample(n, labels, generator=generator).float().cpu()
+            images = model.sample(n, labels, generator=generator, **model.preview_options).float().cpu()
         path = save_image_grid(images, self.out_dir / "samples" / f"epoch_{epoch:03d}.png")
         self._emit("on_samples", SamplesDrawn(epoch, path, images))
         return path

@@ -37,12 +37,15 @@ class GenerativeModel(nn.Module):
     Class attributes:
       conditional     whether `sample` takes labels (and training uses them);
       default_epochs  the study's epoch budget for this model;
-      sample_options  names of extra keyword options `sample` accepts (e.g. the diffusion sampler).
+      sample_options  names of extra keyword options `sample` accepts (e.g. the diffusion sampler);
+      preview_options options the engine passes to `sample` for its per-epoch grids, where a cheaper
+                      setting than the default gives the same picture (DDIM instead of 1000 steps).
     """
 
     conditional: ClassVar[bool] = False
     default_epochs: ClassVar[int] = 100
     sample_options: ClassVar[tuple[str, ...]] = ()
+    preview_options: ClassVar[dict[str, Any]] = {}
 
     # Set by build_model / the engine.
     name: str = ""

@@ -78,7 +78,9 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tens
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(math.gcd(32, channels), channels)
+    """At most 32 groups of at least 4 channels: with one channel per group (instance norm), each
+    image's mean brightness would be erased, and the network could not reproduce it."""
+    return nn.GroupNorm(math.gcd(32, max(channels // 4, 1)), channels)
 
 
 def zero_(module: nn.Module) -> nn.Module:
@@ -153,15 +155,16 @@ class UNet(nn.Module):
     downsampling output of the encoder is kept and concatenated into the decoder, whose levels have one
     block more to take them all. Self-attention follows the blocks at `attention_resolutions` and in
     the middle. With `num_classes`, a class embedding (row `num_classes` = the null class) is added to
-    the time embedding.
+    the time embedding. Timesteps are embedded on a 0..1000 scale whatever T is (as Nichol & Dhariwal's
+    `rescale_timesteps`), so that the sinusoid frequencies cover the range of t for small T too.
     """
 
     def __init__(self, image_size: int = 64, base_channels: int = 64, channel_mults: tuple[int, ...] = (1, 2, 2, 2),
                  attention_resolutions: tuple[int, ...] = (16, 8), num_res_blocks: int = 2, dropout: float = 0.1,
-                 num_classes: int = 0) -> None:
+                 num_classes: int = 0, timesteps: int = 1000) -> None:
         super().__init__()
         emb_dim = 4 * base_channels
-        self.base_channels = base_channels
+        self.base_channels, self.timesteps = base_channels, timesteps
         self.time_mlp = nn.Sequential(nn.Linear(base_channels, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.class_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
         self.conv_in = nn.Conv2d(1, base_channels, 3, padding=1)
@@ -194,7 +197,7 @@ class UNet(nn.Module):
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero_(nn.Conv2d(ch, 1, 3, padding=1)))
 
     def forward(self, x: Tensor, t: Tensor, labels: Tensor | None = None) -> Tensor:
-        emb = self.time_mlp(timestep_embedding(t, self.base_channels))
+        emb = self.time_mlp(timestep_embedding(t * (1000 / self.timesteps), self.base_channels))
         if self.class_emb is not None:
             emb = emb + self.class_emb(labels)
         h = self.conv_in(x)
@@ -314,7 +317,7 @@ class DDPM(GenerativeModel):
         self.p_uncond, self.guidance_scale = p_uncond, guidance_scale
         self.schedule = NoiseSchedule(schedule, timesteps)
         self.unet = UNet(image_size, base_channels, channel_mults, attention_resolutions, num_res_blocks, dropout,
-                         num_classes if class_conditional else 0)
+                         num_classes if class_conditional else 0, timesteps)
 
     def training_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer]) -> dict[str, float]:
         images, labels = (v.to(self.device) for v in batch)
