@@ -290,6 +290,7 @@ class DDPM(GenerativeModel):
 
     default_epochs = 115
     sample_options = ("sampler", "steps", "guidance_scale", "eta")
+    preview_options = {"sampler": "ddim", "steps": 50}  # the engine's epoch grids: 20× fewer network calls
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, schedule: str = "linear", timesteps: int = 1000,
                  base_channels: int = 64, channel_mults: tuple[int, ...] = (1, 2, 2, 2),
