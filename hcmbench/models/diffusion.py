@@ -16,6 +16,7 @@ network) and two plain sampling loops, `ddpm_loop` and `ddim_loop`; `DDPM` ties 
 from __future__ import annotations
 
 import math
+from numbers import Integral, Real
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -129,22 +130,16 @@ class ResBlock(nn.Module):
         return self.attention(self.skip(x) + self.conv2(h))
 
 
-class Downsample(nn.Module):
-    def __init__(self, channels: int) -> None:
+class Resample(nn.Module):
+    """Halve the resolution (strided conv) or double it (nearest neighbour, then conv)."""
+
+    def __init__(self, channels: int, up: bool) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+        self.up = up
+        self.conv = nn.Conv2d(channels, channels, 3, stride=1 if up else 2, padding=1)
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        return self.conv(x)
-
-
-class Upsample(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
-
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest") if self.up else x)
 
 
 class UNet(nn.Module):
@@ -177,7 +172,7 @@ class UNet(nn.Module):
                 ch = base_channels * mult
                 skips.append(ch)
             if level < len(channel_mults) - 1:
-                self.downs.append(Downsample(ch))
+                self.downs.append(Resample(ch, up=False))
                 res //= 2
                 skips.append(ch)
 
@@ -191,7 +186,7 @@ class UNet(nn.Module):
                                          res in attention_resolutions))
                 ch = base_channels * mult
             if level > 0:
-                self.ups.append(Upsample(ch))
+                self.ups.append(Resample(ch, up=True))
                 res *= 2
 
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), zero_(nn.Conv2d(ch, 1, 3, padding=1)))
@@ -402,16 +397,16 @@ class DDPM(GenerativeModel):
             raise HcmbenchError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
         if steps is None:
             steps = T if sampler == "ddpm" else min(50, T)
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= T:
+        if isinstance(steps, bool) or not isinstance(steps, Integral) or not 1 <= steps <= T:
             raise HcmbenchError(f"steps must be an integer from 1 to timesteps={T}, got {steps!r}")
         if eta is not None and sampler == "ddpm":
             raise HcmbenchError("eta is an option of the ddim sampler; the ddpm sampler always draws noise")
         eta = 0.0 if eta is None else eta
-        if not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+        if not isinstance(eta, Real) or not 0 <= eta <= 1:
             raise HcmbenchError(f"eta must be a number in [0, 1], got {eta!r}")
         if guidance_scale is not None and not self.conditional:
             raise HcmbenchError("guidance_scale needs a class-conditional model (class_conditional=True)")
         guidance_scale = self.guidance_scale if guidance_scale is None else guidance_scale
-        if not isinstance(guidance_scale, (int, float)) or guidance_scale < 0:
+        if not isinstance(guidance_scale, Real) or guidance_scale < 0:
             raise HcmbenchError(f"guidance_scale must be a non-negative number, got {guidance_scale!r}")
-        return spaced_timesteps(T, steps), float(eta), float(guidance_scale)
+        return spaced_timesteps(T, int(steps)), float(eta), float(guidance_scale)

@@ -40,17 +40,18 @@ def overfit():
     """A tiny unconditional model trained on one fixed batch, with its losses and the batch."""
     model = tiny()
     images, labels = blobs(8, -0.3, seed=1), torch.zeros(8, dtype=torch.long)
-    losses = train(model, images, labels, steps=60)
+    losses = train(model, images, labels, steps=40)
     return model, losses, (images, labels)
 
 
+@pytest.mark.parametrize("timesteps", [1000, 100, 20])
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
-def test_schedule_alphas_cumprod_strictly_decrease_inside_unit_interval(schedule):
-    alpha_bar = NoiseSchedule(schedule, 1000).alphas_cumprod
-    assert alpha_bar.shape == (1000,)
+def test_schedule_alphas_cumprod_strictly_decrease_inside_unit_interval(schedule, timesteps):
+    alpha_bar = NoiseSchedule(schedule, timesteps).alphas_cumprod
+    assert alpha_bar.shape == (timesteps,)
     assert (alpha_bar > 0).all() and (alpha_bar < 1).all()
     assert (alpha_bar[1:] < alpha_bar[:-1]).all()
-    assert alpha_bar[-1] < 0.01  # x_T is (almost) pure noise
+    assert alpha_bar[-1] < 0.001  # x_T is (almost) pure noise, for small T too
 
 
 def test_add_noise_endpoints_and_schedule_rebuilt_not_stored():
