@@ -2,13 +2,14 @@
 
     python bench/train_throughput.py [--size 64] [--batch-size 32] [--steps 10] [--device auto]
                                      [--ddpm-steps 1000] [--models vae,gan,...]
+                                     [--sampling-set base_channels=16 ...]
 
 Training: images/s over `--steps` optimisation steps (after 2 warm-up steps) on a fixed batch of
 phantom-like random images in [-1, 1], default settings of each model, bf16 autocast on CUDA as the
 engine uses. Sampling: wall time to draw 64 images with ancestral DDPM over all T = 1000 steps and
 with DDIM over 50 steps. On a slow machine `--ddpm-steps K` times K ancestral steps instead and scales
 the time by 1000 / K (each ancestral step is one network evaluation, so the cost is linear in the
-number of steps); the table says when a figure is extrapolated.
+number of steps), and `--sampling-set KEY=VALUE` samples from a smaller UNet; the table says both.
 """
 
 from __future__ import annotations
@@ -50,9 +51,9 @@ def train_images_per_second(name: str, size: int, batch_size: int, steps: int, d
     return steps * batch_size / (time.perf_counter() - start), sum(p.numel() for p in model.parameters())
 
 
-def sampling_seconds(size: int, device: torch.device, sampler: str, steps: int, n: int = 64) -> float:
+def sampling_seconds(size: int, device: torch.device, sampler: str, steps: int, settings: dict, n: int = 64) -> float:
     torch.manual_seed(0)
-    model = build_model("ddpm", image_size=size).to(device).eval()
+    model = build_model("ddpm", image_size=size, **settings).to(device).eval()
     generator = torch.Generator(device=device).manual_seed(0)
     model.sample(2, generator=generator, sampler="ddim", steps=2)  # warm-up
     _sync(device)
@@ -70,6 +71,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--ddpm-steps", type=int, default=1000, help="ancestral steps actually run (extrapolated to 1000)")
     parser.add_argument("--models", default=",".join(available_models()))
+    parser.add_argument("--sampling-set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="DDPM settings for the sampling comparison, e.g. base_channels=16")
     args = parser.parse_args()
     device = resolve_device(args.device)
     console = Console()
@@ -84,9 +87,14 @@ def main() -> None:
         table.add_row(name, f"{params / 1e6:.2f} M", f"{rate:.1f}", f"{1000 * args.batch_size / rate:.0f}")
     console.print(table)
 
-    ddpm = sampling_seconds(args.size, device, "ddpm", args.ddpm_steps) * 1000 / args.ddpm_steps
-    ddim = sampling_seconds(args.size, device, "ddim", 50)
-    sampling = Table(title=f"DDPM sampling of 64 images, {args.size} px")
+    import yaml
+
+    settings = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.sampling_set)}
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+    ddpm = sampling_seconds(args.size, device, "ddpm", args.ddpm_steps, settings) * 1000 / args.ddpm_steps
+    ddim = sampling_seconds(args.size, device, "ddim", 50, settings)
+    described = ", ".join(f"{k}={v}" for k, v in settings.items()) or "default settings"
+    sampling = Table(title=f"DDPM sampling of 64 images, {args.size} px, {described}")
     for column in ("sampler", "network evaluations", "seconds", "ms/image", "speed-up"):
         sampling.add_column(column, justify="right" if column != "sampler" else "left")
     note = "" if args.ddpm_steps == 1000 else f" (extrapolated from {args.ddpm_steps} steps)"

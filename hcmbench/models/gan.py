@@ -72,7 +72,11 @@ def mlp_discriminator(image_size: int, hidden: Sequence[int], dropout: float) ->
 
 @register("gan")
 class GAN(GenerativeModel):
-    """Fully connected GAN. `hidden` lists G's hidden widths (D uses them reversed); `dropout` is D's."""
+    """Fully connected GAN. `hidden` lists G's hidden widths (D uses them reversed); `dropout` is D's.
+
+    Subclasses that only swap the two networks (the DCGAN) inherit the optimisers, the adversarial
+    step, the validation score and sampling: they set `generator`, `discriminator` and `latent_dim`.
+    """
 
     conditional = False
 
@@ -110,7 +114,7 @@ class GAN(GenerativeModel):
         """G(z) for z ~ N(0, I), in eval mode: (n, 1, S, S) in [-1, 1]."""
         self.check_labels(n, labels)
         if options:
-            raise HcmbenchError(f"the GAN takes no sample options, got {', '.join(sorted(options))}")
+            raise HcmbenchError(f"{self.name} takes no sample options, got {', '.join(sorted(options))}")
         z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
         was_training = self.training
         self.eval()
