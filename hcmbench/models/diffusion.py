@@ -285,7 +285,9 @@ class DDPM(GenerativeModel):
 
     default_epochs = 115
     sample_options = ("sampler", "steps", "guidance_scale", "eta")
-    preview_options = {"sampler": "ddim", "steps": 50}  # the engine's epoch grids: 20× fewer network calls
+    # The engine's epoch grids: ancestral sampling respaced to 100 steps looks like the full 1000-step
+    # chain at a tenth of the cost, while DDIM shows saturated noise until the model is well trained.
+    preview_options = {"sampler": "ddpm", "steps": 100}
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, schedule: str = "linear", timesteps: int = 1000,
                  base_channels: int = 64, channel_mults: tuple[int, ...] = (1, 2, 2, 2),
