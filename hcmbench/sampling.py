@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +11,7 @@ import torch
 
 from hcmbench.checkpoints import LoadedGenerator
 from hcmbench.errors import HcmbenchError
+from hcmbench.io import atomic_folder
 from hcmbench.plots import to_uint8
 
 
@@ -75,21 +73,11 @@ def write_samples(out: str | Path, images: torch.Tensor, labels: torch.Tensor | 
     """
     from PIL import Image
 
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise HcmbenchError(f"output folder {out} already exists and is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
-    tmp.mkdir()
-    try:
+    with atomic_folder(out) as tmp:
         pixels = to_uint8(images)
         for i, tile in enumerate(pixels):
             Image.fromarray(tile).save(tmp / f"sample_{i:05d}.png")
         label_array = labels.numpy() if labels is not None else np.full(len(pixels), -1)
         np.savez_compressed(tmp / "samples.npz", images=((images[:, 0].numpy() + 1) / 2).astype(np.float32),
                             labels=label_array, classes=np.array(classes, dtype=str))
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    return Path(out)

@@ -11,9 +11,6 @@ lungs to the left and the liver to the lower right, as in the stored ACDC arrays
 from __future__ import annotations
 
 import math
-import os
-import secrets
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +21,7 @@ from scipy import ndimage
 
 from hcmbench.data.acdc import GROUPS, LABEL_BACKGROUND, LABEL_LV, LABEL_MYO, LABEL_RV
 from hcmbench.errors import HcmbenchError
+from hcmbench.io import atomic_folder
 
 SLICE_THICKNESS_MM = 10.0
 # Relative bSSFP signal of each tissue (blood = 1).
@@ -317,13 +315,9 @@ def write_phantom(out: str | Path, config: PhantomConfig = PhantomConfig(),
     """
     out = Path(out)
     groups = _validate(config)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise HcmbenchError(f"output folder {out} already exists and is not empty")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{secrets.token_hex(4)}"
     total = len(groups) * config.patients_per_group
-    try:
-        (tmp / "training").mkdir(parents=True)
+    with atomic_folder(out) as tmp:
+        (tmp / "training").mkdir()
         (tmp / "README.md").write_text(
             "# hcmbench synthetic phantom\n\nThis is hcmbench's synthetic cardiac cine-MRI phantom "
             f"in the ACDC layout ({total} patients, groups {', '.join(groups)}, seed "
@@ -337,8 +331,4 @@ def write_phantom(out: str | Path, config: PhantomConfig = PhantomConfig(),
             _write_patient(folder, p, config.seed, rng, config.cine)
             if progress is not None:
                 progress(number, total)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
