@@ -126,10 +126,6 @@ class ACGAN(GenerativeModel):
         labels = self.check_labels(n, labels)
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise HcmbenchError(f"labels must lie in 0..{self.num_classes - 1}")
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
             return self.generate(z, labels).float()
-        finally:
-            self.train(was_training)

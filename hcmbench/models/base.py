@@ -17,8 +17,9 @@ Constructor arguments are the model's settings: plain values with visible defaul
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -100,6 +101,16 @@ class GenerativeModel(nn.Module):
                 p for group in optimizer.param_groups for p in group["params"]]
             torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
         optimizer.step()
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Eval mode for the block (BatchNorm running statistics, no dropout), then the previous mode."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield
+        finally:
+            self.train(was_training)
 
     @property
     def device(self) -> torch.device:

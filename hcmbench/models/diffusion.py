@@ -334,12 +334,10 @@ class DDPM(GenerativeModel):
         timesteps (the midpoints of equal slices of 0..T−1, a stratified version of the training loss)
         with noise from a generator seeded with `seed`; with class conditioning, the true labels are
         used. Fixed noise and timesteps make it change only when the model does. Lower is better."""
-        was_training = self.training
-        self.eval()
         generator = torch.Generator(device=self.device).manual_seed(seed)
         timesteps = ((torch.arange(num_timesteps) + 0.5) * self.schedule.timesteps / num_timesteps).long()
         total, count = 0.0, 0
-        try:
+        with self.evaluating():
             for images, labels in val_batches:
                 images, labels = images.to(self.device).float(), labels.to(self.device)
                 for t in timesteps.tolist():
@@ -349,8 +347,6 @@ class DDPM(GenerativeModel):
                                     labels if self.conditional else None)
                     total += F.mse_loss(eps.float(), noise, reduction="sum").item()
                     count += noise.numel()
-        finally:
-            self.train(was_training)
         if count == 0:
             raise HcmbenchError("validation_score needs at least one validation image")
         return total / count
@@ -375,17 +371,13 @@ class DDPM(GenerativeModel):
         """
         labels = self.check_labels(n, labels)
         timesteps, eta, guidance_scale = self._check_sample_options(sampler, steps, guidance_scale, eta, unknown)
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             x = torch.randn((n, 1, self.image_size, self.image_size), generator=generator, device=self.device)
             predict = lambda x_t, t: self.predict_noise(x_t, t, labels, guidance_scale)  # noqa: E731
             if sampler == "ddpm":
                 x = ddpm_loop(predict, self.schedule, x, timesteps, generator)
             else:
                 x = ddim_loop(predict, self.schedule, x, timesteps, eta, generator)
-        finally:
-            self.train(was_training)
         return x.float().clamp(-1, 1)
 
     def _check_sample_options(self, sampler: str, steps: int | None, guidance_scale: float | None,

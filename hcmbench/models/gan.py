@@ -116,9 +116,5 @@ class GAN(GenerativeModel):
         if options:
             raise HcmbenchError(f"{self.name} takes no sample options, got {', '.join(sorted(options))}")
         z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             return self.generator(z).float()
-        finally:
-            self.train(was_training)

@@ -161,9 +161,5 @@ class InfoGAN(GenerativeModel):
                     or not 0 <= category < self.n_categories:
                 raise HcmbenchError(f"category must be an integer in 0..{self.n_categories - 1}, got {category!r}")
             category = int(category)
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             return self.generator(self.codes(n, generator, category)[0]).float()
-        finally:
-            self.train(was_training)

@@ -88,15 +88,11 @@ class VAE(GenerativeModel):
         """
         generator = torch.Generator(device=self.device).manual_seed(seed)
         total, count = 0.0, 0
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             for images, _ in val_batches:
                 recon, kl = self.elbo_terms(images.to(self.device), generator)
                 total += float((recon + kl).sum())
                 count += len(images)
-        finally:
-            self.train(was_training)
         if count == 0:
             raise HcmbenchError("the validation split is empty: the VAE's score needs at least one image")
         return total / count
@@ -109,9 +105,5 @@ class VAE(GenerativeModel):
         if options:
             raise HcmbenchError(f"the VAE takes no sample options, got {', '.join(sorted(options))}")
         z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
-        was_training = self.training
-        self.eval()
-        try:
+        with self.evaluating():
             return self.decoder(z).float()
-        finally:
-            self.train(was_training)
