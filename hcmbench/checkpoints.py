@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from hcmbench.config import DataConfig
 from hcmbench.errors import HcmbenchError
 from hcmbench.io import atomic_path
 from hcmbench.models.base import GenerativeModel, build_model
@@ -72,6 +73,11 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", use_ema
     model.load_state_dict(weights)
     model.to(device).eval()
     return LoadedGenerator(model, list(state.get("classes") or []), state)
+
+
+def data_config_of(state: dict[str, Any]) -> DataConfig:
+    """The DataConfig a checkpoint's model was trained on (lists in the file become tuples again)."""
+    return DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["data_config"].items()})
 
 
 def resolve_device(name: str = "auto") -> torch.device:

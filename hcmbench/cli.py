@@ -329,5 +329,82 @@ def sample(checkpoint: Path, count: int, out: Path, label: str | None, sampler: 
     _say(f"Wrote {count} images and samples.npz to {out}")
 
 
+@contextlib.contextmanager
+def _phase_progress() -> Iterator[Callable[[str, int, int], None]]:
+    """One rich progress bar for work in phases, driven by `(phase, done, total)`; silent under --quiet."""
+    if _quiet() or not err_console.is_terminal:
+        yield lambda phase, done, total: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("", total=None)
+        yield lambda phase, done, total: bar.update(task, description=phase, completed=done, total=total)
+
+
+@main.command()
+@click.argument("source")
+@click.option("-n", "count", type=click.IntRange(2), default=1000, show_default=True,
+              help="Number of images to generate and score.")
+@click.option("--data", "data_root", type=click.Path(path_type=Path), default=None,
+              help="ACDC-layout root of the training data. Default: the one the checkpoint was trained on.")
+@click.option("--reference", "reference_root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="An external ACDC-layout folder to compare against. Default: the held-out test split of --data.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Folder for table.md and table.csv. Default: eval/ beside the run's checkpoints/, else ./eval.")
+@click.option("--ssim-data-range", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="SSIM data range. 255 reproduces the study's inflated figures (labelled as such).")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default=None, help="Diffusion sampler.")
+@click.option("--steps", type=click.IntRange(1), default=None, help="Diffusion sampling steps.")
+@click.option("--no-calibration", is_flag=True, help="Leave out the calibration rows (not recommended).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def evaluate(source: str, count: int, data_root: Path | None, reference_root: Path | None, out: Path | None,
+             ssim_data_range: float, sampler: str | None, steps: int | None, no_calibration: bool, seed: int,
+             device: str) -> None:
+    """Score a generator: SSIM / CC / MSE, FID, KID, PRDC, memorisation, diversity, with calibration rows.
+
+    SOURCE is a checkpoint file, an MLflow run id, or a runs:/ or models:/ URI (e.g. models:/hcm-dcgan@champion).
+    """
+    import tempfile
+
+    from hcmbench.evaluation.report import EvaluationConfig, default_output_folder, evaluate_checkpoint, rich_tables
+    from hcmbench.tracking import resolve_checkpoint
+
+    config = EvaluationConfig(n=count, data_range=ssim_data_range, seed=seed, calibration=not no_calibration)
+    options = {"sampler": sampler, "steps": steps}
+    with tempfile.TemporaryDirectory(prefix="hcmbench-") as download, _phase_progress() as progress:
+        checkpoint = resolve_checkpoint(source, download)
+        table = evaluate_checkpoint(checkpoint, data_root, reference_root, config, options, device,
+                                    source_name=source, progress=progress)
+    for part in rich_tables(table):
+        console.print(part)
+    md, csv_path = table.write(out or default_output_folder(source))
+    _say(f"Wrote {md} and {csv_path}")
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder for the PNGs (created if needed).")
+@click.option("--data", "data_root", type=click.Path(path_type=Path), default=None,
+              help="Where the real slice comes from. Default: the first checkpoint's training data.")
+@click.option("--name", "names", multiple=True, help="Panel label per source, in order. Default: the model names.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def figure(sources: tuple[str, ...], out: Path, data_root: Path | None, names: tuple[str, ...], seed: int) -> None:
+    """The study's figures: a real slice beside one sample per model (samples.png), and each model's loss curves.
+
+    SOURCES are checkpoint files, MLflow run ids, or runs:/ or models:/ URIs.
+    """
+    import tempfile
+
+    from hcmbench.evaluation.figures import study_figures
+    from hcmbench.tracking import resolve_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="hcmbench-") as download:
+        checkpoints = [resolve_checkpoint(s, Path(download) / str(i)) for i, s in enumerate(sources)]
+        paths = study_figures(checkpoints, out, data_root, seed, list(names) or None)
+    for path in paths:
+        console.print(f"Wrote {path}", highlight=False, soft_wrap=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hcmbench.checkpoints import read_checkpoint, resolve_device, save_checkpoint
+from hcmbench.checkpoints import data_config_of, read_checkpoint, resolve_device, save_checkpoint
 from hcmbench.config import DataConfig, TrainConfig
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.base import GenerativeModel, build_model
@@ -359,7 +359,7 @@ def resume(out_dir: str | Path, epochs: int | None = None, data_root: str | Path
     from hcmbench.data.slices import load_slices
 
     state = read_checkpoint(Path(out_dir) / "checkpoints" / "last.pt")
-    data_config = DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["data_config"].items()})
+    data_config = data_config_of(state)
     train_config = TrainConfig(**{**state["train_config"], **({"epochs": epochs} if epochs else {})})
     slices = load_slices(data_root or state["data_root"], data_config, progress=progress)
     if slices.key != state["data_key"]:

@@ -69,3 +69,25 @@ def save_loss_plot(history: list[dict], path: str | Path, title: str = "") -> Pa
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return path
+
+
+def save_side_by_side(panels: list[tuple[str, torch.Tensor | np.ndarray]], path: str | Path, title: str = "") -> Path:
+    """One titled grayscale panel per (title, image in [-1, 1]) in a row, like the study's Figure 4."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.2 * len(panels), 2.6), squeeze=False)
+    for axis, (name, image) in zip(axes[0], panels):
+        axis.imshow(to_uint8(np.asarray(image).reshape(1, *np.asarray(image).shape[-2:]))[0], cmap="gray", vmin=0, vmax=255)
+        axis.set_title(name, fontsize=10)
+        axis.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return path

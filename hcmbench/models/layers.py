@@ -44,10 +44,11 @@ class ConvGenerator(nn.Module):
 
     Fractional-strided convolutions from 4×4 up to S, BatchNorm and ReLU between them, tanh at the
     end; no pooling and no fully connected hidden layer. Channels halve at each doubling and end at
-    `width` before the output layer.
+    `width` before the output layer. `tanh=False` leaves the output linear (the VAE's Gaussian mean,
+    where a saturated tanh pixel would get no gradient and stay stuck).
     """
 
-    def __init__(self, in_dim: int, image_size: int = 64, width: int = 64) -> None:
+    def __init__(self, in_dim: int, image_size: int = 64, width: int = 64, tanh: bool = True) -> None:
         super().__init__()
         ups = _num_doublings(image_size)
         channels = width * 2 ** (ups - 1)
@@ -57,7 +58,7 @@ class ConvGenerator(nn.Module):
             layers += [nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False),
                        nn.BatchNorm2d(channels // 2), nn.ReLU(True)]
             channels //= 2
-        layers += [nn.ConvTranspose2d(channels, 1, 4, 2, 1), nn.Tanh()]
+        layers += [nn.ConvTranspose2d(channels, 1, 4, 2, 1)] + ([nn.Tanh()] if tanh else [])
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: Tensor) -> Tensor:

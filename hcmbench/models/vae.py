@@ -1,7 +1,7 @@
 """Variational autoencoder (Kingma & Welling, "Auto-Encoding Variational Bayes", ICLR 2014).
 
 An encoder q(z|x) = N(μ(x), diag σ²(x)) of strided convolutions and a decoder of fractional-strided
-convolutions with a tanh output, trained on the evidence lower bound (ELBO) with the
+convolutions with a linear output (the likelihood's mean; samples are clipped to [−1, 1]), trained on the evidence lower bound (ELBO) with the
 reparameterisation trick z = μ + σ·ε, ε ~ N(0, I). The KL term carries a weight β (Higgins et al.
 2017's β-VAE); β = 1 is the plain ELBO. Samples decode z ~ N(0, I).
 
@@ -56,7 +56,7 @@ class VAE(GenerativeModel):
         self.latent_dim, self.beta = latent_dim, float(beta)
         self.encoder = ConvDiscriminatorBody(image_size, width, norm="batch")
         self.to_posterior = nn.Linear(self.encoder.out_channels * 4 * 4, 2 * latent_dim)
-        self.decoder = ConvGenerator(latent_dim, image_size, width)
+        self.decoder = ConvGenerator(latent_dim, image_size, width, tanh=False)
 
     def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """The posterior's mean and log-variance, each (B, latent_dim), in float32."""
@@ -100,10 +100,10 @@ class VAE(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
                **options: Any) -> Tensor:
-        """Decode z ~ N(0, I) in eval mode (BatchNorm running statistics): (n, 1, S, S) in [-1, 1]."""
+        """Decode z ~ N(0, I) in eval mode (BatchNorm running statistics), clipped: (n, 1, S, S) in [-1, 1]."""
         self.check_labels(n, labels)
         if options:
             raise HcmbenchError(f"the VAE takes no sample options, got {', '.join(sorted(options))}")
         z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
         with self.evaluating():
-            return self.decoder(z).float()
+            return self.decoder(z).float().clamp(-1, 1)

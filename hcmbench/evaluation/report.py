@@ -1,0 +1,407 @@
+"""The evaluation table: a generator's figures beside calibration rows computed by the same code.
+
+Rows (DESIGN.md, "The metrics protocol"):
+
+    model rows                 the generated images
+    real train (ceiling)       real training slices: what a perfect generator of the training data would give
+    real val (new patients)    unseen patients: what a generator that does not memorise can reach
+    mean train image           one blurry "average heart", standing for n copies
+    blurred train (σ 2 px)     training slices under a Gaussian blur of `blur_sigma` px
+    uniform noise              U(0, 1) pixels
+
+Columns: nearest-neighbour SSIM / CC / MSE against the reference (mean ± std), the same SSIM against the
+training split, the memorisation rate, FID, KID, precision / recall / density / coverage in the
+project's feature space, diversity (mean pairwise SSIM within the set) and sampling time per image.
+
+Memorisation, exactly: for an image x let s(x) be its highest SSIM against any training slice. τ is the
+`memorization_percentile`-th percentile (default 95) of s over the real reference images, which are
+unseen patients. An image is flagged when s(x) ≥ τ; the memorisation rate is the flagged share. So real
+unseen images are flagged at about 100 − percentile % (5 %) by construction, and a generator that
+returns training images is flagged at 100 %.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from hcmbench.errors import HcmbenchError
+from hcmbench.evaluation.metrics import as_images, mean_pairwise_ssim, nearest_by_ssim
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """How the table is computed. `data_range` 255 reproduces the study's inflated SSIM (for comparison)."""
+
+    n: int = 1000
+    data_range: float = 1.0
+    memorization_percentile: float = 95.0
+    blur_sigma: float = 2.0
+    diversity_images: int = 200
+    k: int = 5
+    kid_subsets: int = 100
+    seed: int = 0
+    calibration: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n < 2:
+            raise HcmbenchError(f"evaluation needs at least 2 generated images, got n={self.n}")
+        if not (isinstance(self.data_range, (int, float)) and math.isfinite(self.data_range) and self.data_range > 0):
+            raise HcmbenchError(f"SSIM data range must be a positive number, got {self.data_range!r}")
+        if not 0 < self.memorization_percentile < 100:
+            raise HcmbenchError(f"memorization_percentile must lie in (0, 100), got {self.memorization_percentile}")
+        if self.blur_sigma <= 0 or self.diversity_images < 2 or self.k < 1 or self.kid_subsets < 1:
+            raise HcmbenchError("blur_sigma must be positive, diversity_images ≥ 2, k ≥ 1, kid_subsets ≥ 1")
+
+
+@dataclass
+class EvaluationRow:
+    """One set's figures. `kind` is "model" or "calibration"; NaN where a figure does not apply."""
+
+    name: str
+    kind: str
+    n: int
+    ssim: float
+    ssim_std: float
+    cc: float
+    cc_std: float
+    mse: float
+    mse_std: float
+    train_ssim: float
+    memorization: float
+    fid: float
+    kid: float
+    kid_std: float
+    precision: float
+    recall: float
+    density: float
+    coverage: float
+    diversity: float
+    sample_ms: float = math.nan
+
+
+@dataclass
+class EvaluationTable:
+    """The rows, and what they were computed against (`context`: reference, settings, feature space)."""
+
+    rows: list[EvaluationRow]
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def model_metrics(self, row: int = 0) -> dict[str, float]:
+        """The tracking names (DESIGN.md) of a model row's figures: eval/ssim, eval/fid, ..."""
+        r = self.rows[row]
+        names = {"ssim": r.ssim, "cc": r.cc, "mse": r.mse, "fid": r.fid, "kid": r.kid, "precision": r.precision,
+                 "recall": r.recall, "density": r.density, "coverage": r.coverage,
+                 "memorization": r.memorization, "diversity": r.diversity, "sample_ms": r.sample_ms}
+        return {f"eval/{k}": float(v) for k, v in names.items() if not math.isnan(v)}
+
+    def to_csv(self) -> str:
+        """Every figure at full precision, one row per set."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        names = [f.name for f in fields(EvaluationRow)]
+        writer.writerow(names)
+        for row in self.rows:
+            writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in (getattr(row, n) for n in names)])
+        return out.getvalue()
+
+    def to_markdown(self) -> str:
+        """A titled Markdown table with the notes a reader needs to interpret it."""
+        header, body = display_rows(self)
+        lines = [f"# {self.context.get('title', 'Evaluation')}", ""]
+        lines += [f"- {note}" for note in notes(self)]
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        lines += ["| " + " | ".join(cells) + " |" for cells in body]
+        return "\n".join(lines) + "\n"
+
+    def write(self, folder: str | Path) -> tuple[Path, Path]:
+        """Write table.md and table.csv into `folder` (created), each atomically."""
+        from hcmbench.io import atomic_path
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = folder / "table.md", folder / "table.csv"
+        for path, text in zip(paths, (self.to_markdown(), self.to_csv())):
+            with atomic_path(path) as tmp:
+                tmp.write_text(text)
+        return paths
+
+
+# -- presentation --------------------------------------------------------------------------------
+
+
+def _pm(mean: float, std: float, digits: int = 3, sep: str = " ± ") -> str:
+    return "—" if math.isnan(mean) else f"{mean:.{digits}f}{sep}{std:.{digits}f}"
+
+
+def _num(value: float, digits: int = 3, scale: float = 1.0, suffix: str = "") -> str:
+    return "—" if math.isnan(value) else f"{value * scale:.{digits}f}{suffix}"
+
+
+def display_rows(table: EvaluationTable, compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """Column headers and formatted cells for the Markdown table, or `compact` ones for a terminal."""
+    range_note = "" if table.context.get("data_range", 1.0) == 1.0 else f" (range {table.context['data_range']:g})"
+    sep, digits = ("±", 2) if compact else (" ± ", 3)
+    if compact:
+        header = ["set", "n", f"SSIM{range_note}↑", "CC↑", "MSE↓", "→train", "memorised", "FID↓", "KID×10³↓",
+                  "prec", "rec", "dens", "cov", "div", "ms/img"]
+    else:
+        header = ["set", "n", f"SSIM{range_note} ↑", "CC ↑", "MSE ↓", f"SSIM{range_note} to train", "memorised",
+                  "FID ↓", "KID×10³ ↓", "precision", "recall", "density", "coverage", "diversity", "ms/image"]
+    body = []
+    for r in table.rows:
+        body.append([r.name, str(r.n), _pm(r.ssim, r.ssim_std, digits, sep), _pm(r.cc, r.cc_std, digits, sep),
+                     _pm(r.mse, r.mse_std, digits + 1, sep), _num(r.train_ssim), _num(r.memorization, 1, 100, " %"),
+                     _num(r.fid, 2), _pm(r.kid * 1e3, r.kid_std * 1e3, digits - 1, sep), _num(r.precision, 2),
+                     _num(r.recall, 2), _num(r.density, 2), _num(r.coverage, 2), _num(r.diversity, digits),
+                     _num(r.sample_ms, 2)])
+    return header, body
+
+
+def notes(table: EvaluationTable) -> list[str]:
+    """How to read the table: what the reference is, what the calibration rows mean, the definitions."""
+    c = table.context
+    out = [f"Reference: {c.get('reference', '?')} ({c.get('reference_n', '?')} images); "
+           f"training split: {c.get('train_n', '?')} images."]
+    if c.get("data_range", 1.0) != 1.0:
+        out.append(f"SSIM computed with data_range={c['data_range']:g} on images in [0, 1], as in the study: its "
+                   "stabilising constants then swamp the image statistics and SSIM approaches 1 for unrelated "
+                   "images. These figures are for comparison with the study only.")
+    out += [
+        "SSIM / CC / MSE: each image's nearest reference image by SSIM (11×11 Gaussian window, σ 1.5, "
+        f"data_range {c.get('data_range', 1.0):g}); mean ± std over the set.",
+        "Read a model row against the calibration rows: 'real train (ceiling)' is the ceiling a perfect generator "
+        "reaches; 'real val (new patients)' is what unseen patients reach; the mean image, blur and noise rows are "
+        "what cheap non-answers score.",
+        f"Memorised: share of images whose highest SSIM to a training slice is at least τ = "
+        f"{c.get('memorization_threshold', math.nan):.3f}, the {c.get('memorization_percentile', 95):g}th "
+        "percentile of that SSIM over the real reference images (so unseen real images score about "
+        f"{100 - c.get('memorization_percentile', 95):g} %). Not shown for the training split, which is the "
+        "training data itself.",
+        f"FID, KID, precision / recall / density / coverage (k = {c.get('k', 5)}): in the project's feature space "
+        f"({c.get('features', 'feature extractor')}); small reference sets bias FID upwards, so compare with the "
+        "real rows.",
+        "Diversity: mean SSIM between distinct images of the set (lower is more diverse; compare with the real rows).",
+    ]
+    return out
+
+
+PIXEL_COLUMNS = 7  # set, n, SSIM, CC, MSE, SSIM to train, memorised; the rest are feature-space columns
+
+
+def rich_tables(table: EvaluationTable) -> list[Any]:
+    """The table for the terminal as two rich Tables (pixel figures, then feature-space figures), each
+    fitting an 80-column terminal, and the notes as a caption under the second."""
+    from rich import box
+    from rich.table import Table
+
+    header, body = display_rows(table, compact=True)
+    parts = [(f"{table.context.get('title', 'Evaluation')}: against real images", list(range(PIXEL_COLUMNS)), None),
+             ("In the feature space (prec/rec/dens/cov: precision, recall, density, coverage; div: diversity)",
+              [0] + list(range(PIXEL_COLUMNS, len(header))), "\n".join(notes(table)))]
+    out = []
+    for title, columns, caption in parts:
+        rich = Table(title=title, caption=caption, caption_justify="left", title_justify="left",
+                     box=box.SIMPLE_HEAD, pad_edge=False)
+        for i in columns:
+            if i == 0:
+                rich.add_column(header[i], min_width=12, overflow="fold")
+            else:
+                rich.add_column(header[i], justify="right", no_wrap=True)
+        for row, cells in zip(table.rows, body):
+            rich.add_row(*[cells[i] for i in columns], style="bold" if row.kind == "model" else None)
+        out.append(rich)
+    return out
+
+
+# -- computing rows ------------------------------------------------------------------------------
+
+
+def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Each image under a Gaussian blur of `sigma` pixels (reflecting borders), in float32."""
+    from scipy.ndimage import gaussian_filter
+
+    x = images.numpy()
+    return torch.from_numpy(np.stack([gaussian_filter(im, sigma, mode="reflect") for im in x]).astype(np.float32))
+
+
+def calibration_sets(train: torch.Tensor, val: torch.Tensor | None, n: int, blur_sigma: float,
+                     seed: int) -> dict[str, torch.Tensor]:
+    """The calibration rows' images: real training and validation slices (up to n, seeded), the mean training
+    image (one image, standing for n copies), blurred training slices, and n uniform-noise images."""
+    rng = torch.Generator().manual_seed(seed)
+
+    def pick(x: torch.Tensor) -> torch.Tensor:
+        return x if len(x) <= n else x[torch.randperm(len(x), generator=rng)[:n].sort().values]
+
+    real = pick(train)
+    sets = {"real train (ceiling)": real}
+    if val is not None and len(val) >= 2:
+        sets["real val (new patients)"] = pick(val)
+    sets["mean train image"] = train.mean(0, keepdim=True)  # one image; it stands for n identical ones
+    sets[f"blurred train (σ {blur_sigma:g} px)"] = blurred(real, blur_sigma)
+    sets["uniform noise"] = torch.rand((n, *train.shape[1:]), generator=rng)
+    return sets
+
+
+@dataclass
+class EvaluationInputs:
+    """The real images (in [0, 1]) and the feature space a table is computed against."""
+
+    reference: torch.Tensor
+    train: torch.Tensor
+    val: torch.Tensor | None
+    extractor: Any  # evaluation.features.FeatureExtractor
+    reference_name: str = "held-out test split"
+
+
+def evaluate_sets(generated: dict[str, tuple[torch.Tensor, float]], inputs: EvaluationInputs,
+                  config: EvaluationConfig = EvaluationConfig(), progress: Progress | None = None) -> EvaluationTable:
+    """The table for generated image sets {name: (images in [0, 1], ms per image)} and the calibration rows."""
+    from hcmbench.evaluation.distribution import frechet_distance, kernel_distance, prdc
+
+    reference, train = as_images(inputs.reference, "reference"), as_images(inputs.train, "training split")
+    if len(reference) <= config.k:
+        raise HcmbenchError(f"the reference has {len(reference)} images: at least {config.k + 1} are needed (k = {config.k})")
+    ref_feats = inputs.extractor.embed(reference)
+    # τ: the percentile of the real reference images' highest SSIM to a training slice
+    ref_to_train = nearest_by_ssim(reference, train, config.data_range).ssim
+    threshold = float(np.percentile(ref_to_train.numpy(), config.memorization_percentile))
+
+    sets: list[tuple[str, str, torch.Tensor, float]] = [(name, "model", as_images(x, name), ms)
+                                                        for name, (x, ms) in generated.items()]
+    if config.calibration:
+        val = as_images(inputs.val, "validation split") if inputs.val is not None else None
+        sets += [(name, "calibration", x, math.nan)
+                 for name, x in calibration_sets(train, val, config.n, config.blur_sigma, config.seed).items()]
+
+    rows = []
+    for done, (name, kind, images, ms) in enumerate(sets):
+        if progress is not None:
+            progress(name, done, len(sets))
+        # a set of one image (the mean image) stands for n copies: same pixel figures, n feature rows
+        count = config.n if len(images) == 1 else len(images)
+        to_ref = nearest_by_ssim(images, reference, config.data_range).summary()
+        is_train = name == "real train (ceiling)"
+        to_train = nearest_by_ssim(images, train, config.data_range).ssim
+        feats = inputs.extractor.embed(images).expand(count, -1)
+        kid, kid_std = kernel_distance(ref_feats, feats, subsets=config.kid_subsets, seed=config.seed)
+        quality = prdc(ref_feats, feats, k=min(config.k, len(feats) - 1)) if len(feats) > 1 else {}
+        rows.append(EvaluationRow(
+            name=name, kind=kind, n=count,
+            ssim=to_ref["ssim"], ssim_std=to_ref["ssim_std"], cc=to_ref["cc"], cc_std=to_ref["cc_std"],
+            mse=to_ref["mse"], mse_std=to_ref["mse_std"],
+            train_ssim=math.nan if is_train else to_train.double().mean().item(),
+            memorization=math.nan if is_train else (to_train >= threshold).double().mean().item(),
+            fid=frechet_distance(ref_feats, feats), kid=kid, kid_std=kid_std,
+            precision=quality.get("precision", math.nan), recall=quality.get("recall", math.nan),
+            density=quality.get("density", math.nan), coverage=quality.get("coverage", math.nan),
+            diversity=1.0 if len(images) == 1 else mean_pairwise_ssim(images, config.diversity_images, config.seed,
+                                                                      config.data_range),
+            sample_ms=ms))
+    if progress is not None:
+        progress("done", len(sets), len(sets))
+    context = {"reference": inputs.reference_name, "reference_n": len(reference), "train_n": len(train),
+               "data_range": config.data_range, "memorization_threshold": threshold,
+               "memorization_percentile": config.memorization_percentile, "k": config.k,
+               "features": _describe_features(inputs.extractor), "config": asdict(config)}
+    return EvaluationTable(rows, context)
+
+
+def _describe_features(extractor: Any) -> str:
+    """The feature network's name and how well its heads do on held-out patients, against chance."""
+    summary = getattr(extractor, "summary", {}) or {}
+    parts = []
+    for task in ("group", "phase"):
+        if summary.get(f"{task}_accuracy") is not None:
+            parts.append(f"{task} accuracy {summary[f'{task}_accuracy']:.2f} (chance {summary[f'{task}_chance']:.2f})")
+    if summary.get("position_mae") is not None:
+        parts.append(f"slice-level error {summary['position_mae']:.2f}")
+    held_out = f", on validation patients: {', '.join(parts)}" if parts else ""
+    return f"FeatureNet {getattr(extractor, 'key', '')}{held_out}"
+
+
+def timed_draw(draw: Callable[[], torch.Tensor], n: int) -> tuple[torch.Tensor, float]:
+    """Run `draw` (returns n images) and the milliseconds it took per image."""
+    start = time.perf_counter()
+    images = draw()
+    return images, (time.perf_counter() - start) * 1000 / n
+
+
+def default_output_folder(source: str | Path) -> Path:
+    """eval/ beside the checkpoints/ folder of a local run, else ./eval."""
+    path = Path(source)
+    if path.is_file() and path.parent.name == "checkpoints":
+        return path.parent.parent / "eval"
+    return Path("eval")
+
+
+# -- one call from a checkpoint to its table ---------------------------------------------------------
+
+
+def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = None,
+                        reference_root: str | Path | None = None, config: EvaluationConfig = EvaluationConfig(),
+                        sample_options: dict[str, Any] | None = None, device: str = "auto",
+                        feature_config: Any = None, source_name: str | None = None,
+                        progress: Progress | None = None) -> EvaluationTable:
+    """Generate `config.n` images from a checkpoint and compute the whole table.
+
+    The data are the checkpoint's own (its data root and preprocessing) unless `data_root` is given; the
+    reference is their held-out test split, or every selected slice of `reference_root` (an external
+    ACDC-layout folder, preprocessed the same way). The training split is always `data_root`'s.
+    `source_name` (default: the checkpoint path) names the generator in the title.
+    """
+    from hcmbench.checkpoints import data_config_of, load_generator, resolve_device
+    from hcmbench.data.slices import load_slices
+    from hcmbench.evaluation.features import FeatureConfig, load_feature_extractor
+    from hcmbench.evaluation.metrics import from_model_range
+    from hcmbench.sampling import draw
+
+    def report(phase: str) -> Callable[[int, int], None] | None:
+        return None if progress is None else (lambda done, total: progress(phase, done, total))
+
+    generator = load_generator(checkpoint, device=resolve_device(device))
+    state = generator.state
+    data_config = data_config_of(state)
+    root = Path(data_root if data_root is not None else state["data_root"])
+    if not root.exists():
+        raise HcmbenchError(f"{root}: the training data of this checkpoint are not there; give --data")
+    slices = load_slices(root, data_config, progress=report("Preprocessing"))
+    if reference_root is not None:
+        reference = load_slices(reference_root, data_config, progress=report("Preprocessing the reference"))
+        reference_name = f"{reference_root} (groups {', '.join(data_config.groups)})"
+    else:
+        reference = slices.of_split("test")
+        reference_name = f"held-out test split of {root} (groups {', '.join(data_config.groups)})"
+    if len(reference) == 0:
+        raise HcmbenchError(f"{root}: the test split is empty (too few patients); give --reference")
+    extractor = load_feature_extractor(root, data_config, feature_config or FeatureConfig(),
+                                       progress=report("Training the feature extractor"))
+
+    def sample() -> torch.Tensor:
+        images, _ = draw(generator, config.n, seed=config.seed, options=sample_options,
+                         progress=report(f"Sampling {generator.model.name}"))
+        return images
+
+    images, ms = timed_draw(sample, config.n)
+    val = slices.of_split("val")
+    inputs = EvaluationInputs(reference=torch.from_numpy(reference.images), train=torch.from_numpy(slices.of_split("train").images),
+                              val=torch.from_numpy(val.images) if len(val) >= 2 else None, extractor=extractor,
+                              reference_name=reference_name)
+    table = evaluate_sets({generator.model.name: (from_model_range(images), ms)}, inputs, config,
+                          progress=None if progress is None else (lambda name, d, t: progress(f"Scoring {name}", d, t)))
+    source_name = source_name or str(checkpoint)
+    table.context.update(title=f"{generator.model.name}: {source_name}", checkpoint=source_name,
+                         device=str(generator.model.device), sample_options=dict(sample_options or {}))
+    return table
