@@ -7,8 +7,19 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from hcmbench.data.phantom import PhantomConfig, write_phantom
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Torch on one thread: the test models and images are tiny, so one thread is as fast on an idle
+    machine, and far faster when other jobs share the two cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,155 @@
+"""The evaluation table: calibration rows, memorisation, files, and `hcmbench evaluate` / `figure` end to end."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import tests.toy_model  # noqa: F401  (registers "toy")
+from hcmbench.cli import main
+from hcmbench.config import DataConfig
+from hcmbench.data.phantom import PhantomConfig, write_phantom
+from hcmbench.data.slices import load_slices
+from hcmbench.evaluation.features import FeatureConfig, load_feature_extractor
+from hcmbench.evaluation.report import EvaluationConfig, EvaluationInputs, evaluate_sets
+
+TINY_FEATURES = FeatureConfig(dim=16, epochs=2, width=4, batch_size=32)
+DATA = DataConfig(groups=("HCM",), size=32)
+
+
+@pytest.fixture(scope="module")
+def split_phantom(tmp_path_factory):
+    """HCM and NOR, four patients each: every group has a train, a val and a test patient."""
+    return write_phantom(tmp_path_factory.mktemp("ph") / "acdc", PhantomConfig(patients_per_group=4,
+                                                                               groups=("HCM", "NOR")))
+
+
+@pytest.fixture(scope="module")
+def inputs(split_phantom, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("featcache")
+    slices = load_slices(split_phantom, DATA, cache=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HCMBENCH_CACHE", str(cache))
+        extractor = load_feature_extractor(split_phantom, DATA, TINY_FEATURES)
+    as_tensor = lambda split: torch.from_numpy(slices.of_split(split).images)  # noqa: E731
+    return EvaluationInputs(as_tensor("test"), as_tensor("train"), as_tensor("val"), extractor)
+
+
+def rows_by_name(table):
+    return {row.name: row for row in table.rows}
+
+
+def test_a_generator_that_returns_training_images_is_flagged_as_memorising(inputs):
+    config = EvaluationConfig(n=20, kid_subsets=5, diversity_images=20)
+    copies = inputs.train[torch.arange(20) % len(inputs.train)]
+    table = evaluate_sets({"copier": (copies, 0.5)}, inputs, config)
+    rows = rows_by_name(table)
+    assert rows["copier"].memorization == 1.0 and rows["copier"].train_ssim == pytest.approx(1.0, abs=1e-5)
+    assert rows["uniform noise"].memorization == 0.0
+    assert rows["real val (new patients)"].memorization < 0.5  # unseen patients are not copies
+    assert 0 < table.context["memorization_threshold"] < 1
+
+
+def test_calibration_rows_bracket_the_real_ceiling(inputs):
+    table = evaluate_sets({}, inputs, EvaluationConfig(n=20, kid_subsets=5, diversity_images=20))
+    rows = rows_by_name(table)
+    assert [r.kind for r in table.rows] == ["calibration"] * 5
+    ceiling, noise = rows["real train (ceiling)"], rows["uniform noise"]
+    assert noise.ssim < ceiling.ssim - 0.3 and noise.cc < ceiling.cc and noise.mse > ceiling.mse
+    assert noise.fid > ceiling.fid and noise.precision <= ceiling.precision
+    mean_image = rows["mean train image"]
+    assert mean_image.n == 20 and mean_image.diversity == 1.0 and mean_image.ssim_std == 0.0
+    assert rows["blurred train (σ 2 px)"].ssim < ceiling.ssim
+    assert np.isnan(ceiling.memorization)  # the training split is the training data itself
+
+
+def test_table_files_carry_every_row_and_the_notes(inputs, tmp_path):
+    table = evaluate_sets({"toy": (inputs.val, 1.25)}, inputs, EvaluationConfig(n=10, kid_subsets=3,
+                                                                               diversity_images=10))
+    md, csv_path = table.write(tmp_path / "eval")
+    text = md.read_text()
+    assert "| toy |" in text and "| uniform noise |" in text and "ceiling" in text and "Memorised" in text
+    records = list(csv.DictReader(io.StringIO(csv_path.read_text())))
+    assert [r["name"] for r in records][0] == "toy" and len(records) == 6
+    assert float(records[0]["sample_ms"]) == 1.25 and records[1]["sample_ms"] == ""
+    assert set(table.model_metrics()) >= {"eval/ssim", "eval/fid", "eval/memorization", "eval/sample_ms"}
+
+
+def test_data_range_255_is_labelled_and_inflates_ssim(inputs):
+    config = EvaluationConfig(n=10, kid_subsets=3, diversity_images=10, data_range=255)
+    table = evaluate_sets({}, inputs, config)
+    assert rows_by_name(table)["uniform noise"].ssim > 0.9
+    assert "as in the study" in table.to_markdown() and "SSIM (range 255)" in table.to_markdown()
+
+
+# -- the commands ----------------------------------------------------------------------------------
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def toy_checkpoint(split_phantom, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "toy"
+    result = run("--quiet", "train", "--model", "toy", "--data", str(split_phantom), "--groups", "HCM", "--size", "32",
+                 "--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    return out / "checkpoints" / "best.pt"
+
+
+@pytest.fixture
+def tiny_features(monkeypatch):
+    """`hcmbench evaluate` with the tiny feature network, so the test does not train the default one."""
+    import hcmbench.evaluation.features as features
+
+    monkeypatch.setattr(features, "FeatureConfig", lambda: TINY_FEATURES)
+
+
+def test_evaluate_prints_the_table_and_writes_it_beside_the_run(toy_checkpoint, tiny_features):
+    result = run("evaluate", str(toy_checkpoint), "-n", "12")
+    assert result.exit_code == 0, result.output
+    assert "toy" in result.output and "uniform noise" in result.output and "ceiling" in result.output
+    folder = toy_checkpoint.parent.parent / "eval"
+    records = list(csv.DictReader(io.StringIO((folder / "table.csv").read_text())))
+    assert records[0]["name"] == "toy" and records[0]["n"] == "12" and float(records[0]["sample_ms"]) > 0
+
+
+def test_evaluate_reads_a_run_from_mlflow(toy_checkpoint, tiny_features, tmp_path, monkeypatch):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("t", artifact_location=str(tmp_path / "artifacts"))
+    with mlflow.start_run(experiment_id=experiment) as active:
+        mlflow.log_artifact(str(toy_checkpoint), "checkpoints")
+    result = run("--quiet", "evaluate", active.info.run_id, "-n", "6", "--no-calibration", "--out", str(tmp_path / "e"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "e" / "table.md").read_text().count("| toy |") == 1
+    missing = run("evaluate", "0" * 32, "--out", str(tmp_path / "f"))
+    assert missing.exit_code == 2 and missing.output.startswith("error: ") and len(missing.output.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["no/such/file.pt"], "no such checkpoint file"),
+    (["{ckpt}", "-n", "1"], "Invalid value for '-n'"),
+    (["{ckpt}", "--ssim-data-range", "0"], "Invalid value for '--ssim-data-range'"),
+])
+def test_evaluate_refuses_bad_input(toy_checkpoint, args, message):
+    result = run("evaluate", *[a.format(ckpt=toy_checkpoint) for a in args])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_figure_writes_samples_and_loss_curves(toy_checkpoint, tmp_path):
+    result = run("figure", str(toy_checkpoint), str(toy_checkpoint), "--out", str(tmp_path / "fig"))
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (tmp_path / "fig").iterdir())
+    assert names == ["losses_toy_1.png", "losses_toy_2.png", "samples.png"]
+    bad = run("figure", str(toy_checkpoint), "--name", "a", "--name", "b", "--out", str(tmp_path / "g"))
+    assert bad.exit_code == 2 and "2 names for 1 checkpoints" in bad.output
