@@ -331,9 +331,20 @@ def sample(checkpoint: Path, count: int, out: Path, label: str | None, sampler: 
 
 @contextlib.contextmanager
 def _phase_progress() -> Iterator[Callable[[str, int, int], None]]:
-    """One rich progress bar for work in phases, driven by `(phase, done, total)`; silent under --quiet."""
-    if _quiet() or not err_console.is_terminal:
+    """One rich progress bar for work in phases, driven by `(phase, done, total)`; silent under --quiet.
+    Without a terminal (logs, pipes) each phase is announced once on a line of its own instead."""
+    if _quiet():
         yield lambda phase, done, total: None
+        return
+    if not err_console.is_terminal:
+        seen: set[str] = set()
+
+        def announce(phase: str, done: int, total: int) -> None:
+            if phase not in seen:
+                seen.add(phase)
+                _say(f"{phase}…")
+
+        yield announce
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=err_console, transient=True) as bar:
