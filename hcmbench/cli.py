@@ -354,6 +354,44 @@ def _phase_progress() -> Iterator[Callable[[str, int, int], None]]:
 
 @main.command()
 @click.argument("source")
+@click.option("-n", "count", type=click.IntRange(1), default=1000, show_default=True, help="Number of images.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to create (must not exist or be empty).")
+@click.option("--format", "fmt", default="nifti", show_default=True,
+              help="nifti (ACDC layout: patientNNN/ with Info.cfg and volumes), png (PNGs + samples.npz) or npz.")
+@click.option("--label", default=None, help="Class for conditional models (e.g. ES or HCM). Default: all classes in equal shares.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images.")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default=None, help="Diffusion sampler.")
+@click.option("--steps", type=click.IntRange(1), default=None, help="Diffusion sampling steps (DDIM).")
+@click.option("--guidance-scale", type=float, default=None, help="Classifier-free guidance (conditional ddpm).")
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--slices-per-volume", type=click.IntRange(1), default=8, show_default=True,
+              help="nifti: generated slices stacked into each patient's volume.")
+def generate(source: str, count: int, out: Path, fmt: str, label: str | None, seed: int, sampler: str | None,
+             steps: int | None, guidance_scale: float | None, batch_size: int, device: str,
+             slices_per_volume: int) -> None:
+    """Write a synthetic dataset: ACDC-layout NIfTI (default), PNGs or one .npz, with a README.txt.
+
+    SOURCE is a checkpoint file, an MLflow run id, or a runs:/ or models:/ URI (e.g. models:/hcm-ddpm@champion).
+    In the NIfTI form a patient's volume stacks independent generated slices: not a coherent heart.
+    """
+    import tempfile
+
+    from hcmbench.synthetic import check_format, generate_dataset
+    from hcmbench.tracking import resolve_checkpoint
+
+    check_format(fmt)  # before any download
+    options = {"sampler": sampler, "steps": steps, "guidance_scale": guidance_scale}
+    with tempfile.TemporaryDirectory(prefix="hcmbench-") as download, _progress("Sampling images") as progress:
+        checkpoint = resolve_checkpoint(source, download)
+        result = generate_dataset(checkpoint, out, count, fmt, label, seed, options, batch_size, device,
+                                  slices_per_volume, source=source, progress=progress)
+    patients = f" in {result.patients} patient folders" if result.format == "nifti" else ""
+    _say(f"Wrote {result.images} {result.model} images ({result.format}){patients} to {out}")
+
+
+@main.command()
+@click.argument("source")
 @click.option("-n", "count", type=click.IntRange(2), default=1000, show_default=True,
               help="Number of images to generate and score.")
 @click.option("--data", "data_root", type=click.Path(path_type=Path), default=None,
@@ -415,6 +453,91 @@ def figure(sources: tuple[str, ...], out: Path, data_root: Path | None, names: t
         paths = study_figures(checkpoints, out, data_root, seed, list(names) or None)
     for path in paths:
         console.print(f"Wrote {path}", highlight=False, soft_wrap=True)
+
+
+@main.command()
+@click.option("--model", "model_name", required=True, help="Model to sweep: vae, gan, dcgan, acgan, infogan, ddpm.")
+@click.option("--trials", type=click.IntRange(1), default=20, show_default=True, help="Trials to run now (added to the study).")
+@click.option("--study", "study_name", default=None, help="Optuna study name. Default: hcmbench-<model>; the same name resumes it.")
+@click.option("--storage", default=None, help="Optuna storage URL. Default: sqlite:///mlruns/optuna.db.")
+@click.option("--space", "space_file", type=click.Path(path_type=Path), default=None,
+              help="Search-space YAML. Default: sweeps/<model>.yaml (copy it to edit).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop starting trials after this many seconds.")
+@data_option
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Epoch budget per trial. Default: the search space's.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def sweep(model_name: str, trials: int, study_name: str | None, storage: str | None, space_file: Path | None,
+          timeout: float | None, data_root: Path | None, epochs: int | None, seed: int, device: str) -> None:
+    """Tune a model with an Optuna study; every trial is an MLflow run (browse them with `hcmbench ui`)."""
+    from hcmbench.models.base import model_class
+    from hcmbench.sweep import load_space, run_sweep
+
+    model_class(model_name)  # an unknown model fails here, before any store is touched
+    space = load_space(model_name, space_file)
+    with _sweep_display(trials) as display:
+        try:
+            result = run_sweep(model_name, trials, space, study_name, storage, timeout, data_root, epochs, seed,
+                               device, display=display)
+        except KeyboardInterrupt:
+            click.echo("stopped: the running trial was ended; run the same command again to continue the study",
+                       err=True)
+            raise SystemExit(130) from None
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.counts.items()))
+    _say(f"Study {result.study_name}: {result.trials_run} trials run ({counts}).")
+    if result.best_number is None:
+        console.print("No trial finished: nothing to compare or promote yet.")
+    else:
+        params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_params.items())
+        console.print(f"Best: trial {result.best_number}, {space.metric} {result.best_value:.4g} ({params})",
+                      highlight=False, soft_wrap=True)
+    console.print(f"MLflow parent run: {result.parent_run_id}   (hcmbench ui; hcmbench promote --model {model_name})",
+                  highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _sweep_display(trials: int) -> Iterator[Callable[[object], None]]:
+    """A live line (trial, epoch, best so far) on a terminal, else one line per finished trial."""
+    from hcmbench.sweep import TrialEnded, TrialEpoch, TrialStarted
+
+    def line(event: object) -> str | None:
+        if isinstance(event, TrialEnded):
+            value = "" if event.value is None else f" value {event.value:.4g}"
+            best = "" if event.best_value is None else f"; best {event.best_value:.4g} (trial {event.best_number})"
+            why = f" — {event.reason}" if event.reason and event.state != "COMPLETE" else ""
+            return f"trial {event.number:3d} {event.state.lower()}{value}{best}{why}"
+        return None
+
+    if _quiet():
+        yield lambda event: None
+        return
+    if not err_console.is_terminal:
+        def log(event: object) -> None:
+            text = line(event)
+            if text:
+                _say(text)
+
+        yield log
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("sweep", total=trials)
+        state = {"best": "", "done": 0}
+
+        def update(event: object) -> None:
+            if isinstance(event, TrialStarted):
+                bar.update(task, description=f"trial {event.number}{state['best']}")
+            elif isinstance(event, TrialEpoch):
+                bar.update(task, description=f"trial {event.number} epoch {event.epoch}/{event.epochs} "
+                                             f"val {event.val_score:.4g}{state['best']}")
+            elif isinstance(event, TrialEnded):
+                state["done"] += 1
+                if event.best_value is not None:
+                    state["best"] = f"  best {event.best_value:.4g} (trial {event.best_number})"
+                bar.console.print(line(event), highlight=False)
+                bar.update(task, completed=state["done"])
+
+        yield update
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,27 +1,40 @@
 """MLflow: where runs are stored, and finding a run's or a registered model's checkpoint.
 
 MLflow is imported lazily (it takes seconds), so commands that do not track stay quick.
-Tracking URI: $MLFLOW_TRACKING_URI, else `sqlite:///mlruns/mlflow.db` (MLflow 3 refuses the plain
-`./mlruns` file store), with artifacts under `mlruns/artifacts`.
+Tracking URI: $MLFLOW_TRACKING_URI, else `sqlite:///mlruns/mlflow.db` made absolute (MLflow 3 refuses
+the plain `./mlruns` file store), with artifacts under `mlruns/artifacts`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 from hcmbench.errors import HcmbenchError
 
-DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+STORE_DIR = Path("mlruns")
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 CHECKPOINT_ARTIFACT = "checkpoints/best.pt"
 
 
+def default_tracking_uri() -> str:
+    """sqlite:///<absolute path of ./mlruns>/mlflow.db. Absolute, because MLflow caches a store per URI:
+    a relative one would keep pointing at the first working directory of the process."""
+    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+
+
+def uses_default_store() -> bool:
+    return not os.environ.get("MLFLOW_TRACKING_URI")
+
+
 def tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI when set, else the project's sqlite store under ./mlruns."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
 
 
 def is_tracking_reference(source: str) -> bool:
@@ -58,3 +71,146 @@ def resolve_checkpoint(source: str | Path, download_to: str | Path | None = None
     if not found:
         raise HcmbenchError(f"{text}: holds no checkpoint (.pt) file")
     return found[0]
+
+
+# -- the store ----------------------------------------------------------------------------------------
+
+STUDY_TAG, ROLE_TAG, MODEL_TAG, TRIAL_TAG, STATE_TAG = (
+    "hcmbench.study", "hcmbench.role", "hcmbench.model", "hcmbench.trial", "hcmbench.state")
+# Optuna's trial states as MLflow run statuses (MLflow has no "pruned": a pruned run was killed early).
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "STOPPED": "KILLED"}
+
+
+def experiment_name(model: str) -> str:
+    return f"hcmbench-{model}"
+
+
+def registered_model_name(model: str) -> str:
+    return f"hcm-{model}"
+
+
+def _quiet_mlflow_logs() -> None:
+    import logging
+
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent", "mlflow.store.sql_store"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def client():
+    """An MlflowClient on `tracking_uri()`; the default sqlite store's folder is created if needed."""
+    _quiet_mlflow_logs()
+    from mlflow.tracking import MlflowClient
+
+    if uses_default_store():
+        STORE_DIR.mkdir(exist_ok=True)
+    return MlflowClient(tracking_uri=tracking_uri())
+
+
+def ensure_experiment(mlflow_client, model: str) -> str:
+    """The id of experiment `hcmbench-<model>`, created on first use (artifacts under mlruns/artifacts for
+    the default store; a tracking server chooses its own artifact location)."""
+    name = experiment_name(model)
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    location = None
+    if uses_default_store():
+        location = (STORE_DIR / "artifacts" / name).resolve().as_uri()
+    try:
+        return mlflow_client.create_experiment(name, artifact_location=location, tags={MODEL_TAG: model})
+    except Exception:  # another worker created it between our two calls
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
+    else:
+        out[prefix] = str(list(value) if isinstance(value, tuple) else value)[:6000]
+
+
+def flatten_params(params: dict[str, Any]) -> dict[str, str]:
+    """Nested settings as MLflow params: {"train": {"lr": 2e-4}} → {"train.lr": "0.0002"}."""
+    out: dict[str, str] = {}
+    _flatten("", params, out)
+    return out
+
+
+class RunLogger:
+    """Logs one training run to MLflow through the engine's callbacks.
+
+    Per epoch: `loss/<name>` for each loss, `val/score` and `epoch/seconds` (step = epoch), and each sample
+    grid as `samples/epoch_NNN.png`. At the end of training: `plots/losses.png` and `checkpoints/best.pt`.
+    """
+
+    def __init__(self, mlflow_client, run_id: str) -> None:
+        self.client, self.run_id = mlflow_client, run_id
+        self.trainer = None
+
+    def on_train_start(self, trainer) -> None:
+        self.trainer = trainer
+
+    def on_epoch_end(self, event) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        values = {f"loss/{k}": v for k, v in event.losses.items()}
+        values.update({"val/score": event.val_score, "val/best": event.best_score, "epoch/seconds": event.seconds})
+        metrics = [Metric(k, float(v), now, event.epoch) for k, v in values.items() if math.isfinite(v)]
+        self.client.log_batch(self.run_id, metrics=metrics)
+
+    def on_samples(self, event) -> None:
+        self.client.log_artifact(self.run_id, str(event.path), "samples")
+
+    def on_train_end(self, result) -> None:
+        self.log_outputs(result.out_dir)
+
+    def log_outputs(self, out_dir: str | Path, checkpoint: bool = True) -> None:
+        """The losses plot and (with `checkpoint`) the best checkpoint of a run folder, when they exist."""
+        out_dir = Path(out_dir)
+        outputs = [(out_dir / "plots" / "losses.png", "plots")]
+        if checkpoint:
+            outputs.append((out_dir / "checkpoints" / "best.pt", "checkpoints"))
+        for path, folder in outputs:
+            if path.exists():
+                self.client.log_artifact(self.run_id, str(path), folder)
+
+
+def log_table(mlflow_client, run_id: str, table, folder: str = "eval", metrics: bool = True) -> None:
+    """An evaluation table's table.md and table.csv as artifacts under `folder`, and its first row's
+    figures as `eval/*` metrics."""
+    from mlflow.entities import Metric
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in table.write(tmp):
+            mlflow_client.log_artifact(run_id, str(path), folder)
+    if metrics and table.rows:
+        now = int(time.time() * 1000)
+        mlflow_client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in table.model_metrics().items()])
+
+
+def end_run(mlflow_client, run_id: str, state: str, reason: str | None = None) -> None:
+    """Tag a run with its Optuna-style state (COMPLETE, PRUNED, FAIL, STOPPED) and end it with the matching
+    MLflow status; a reason (why it failed) goes into a tag."""
+    if reason:
+        mlflow_client.set_tag(run_id, "hcmbench.reason", reason[:5000])
+    mlflow_client.set_tag(run_id, STATE_TAG, state)
+    mlflow_client.set_terminated(run_id, status=RUN_STATUS.get(state, "FAILED"))
+
+
+def end_orphans(mlflow_client, experiment_id: str, study: str, alive: set[int]) -> int:
+    """End the study's trial runs still marked RUNNING whose trial is not running any more (a process
+    that died without cleaning up): they become KILLED. Returns how many."""
+    runs = mlflow_client.search_runs([experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{study}' and "
+                                     "attributes.status = 'RUNNING'")
+    count = 0
+    for run in runs:
+        trial = run.data.tags.get(TRIAL_TAG)
+        if trial is not None and int(trial) not in alive:
+            end_run(mlflow_client, run.info.run_id, "STOPPED", "the process running it ended without closing it")
+            count += 1
+    return count

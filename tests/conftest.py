@@ -37,6 +37,13 @@ def phantom_root(tmp_path_factory) -> Path:
     return write_phantom(tmp_path_factory.mktemp("phantom") / "acdc", PhantomConfig(patients_per_group=2, seed=0))
 
 
+@pytest.fixture(scope="session")
+def split_phantom(tmp_path_factory) -> Path:
+    """HCM and NOR, four patients each, so that every group has a train, a val and a test patient. Read-only."""
+    return write_phantom(tmp_path_factory.mktemp("split_phantom") / "acdc",
+                         PhantomConfig(patients_per_group=4, groups=("HCM", "NOR")))
+
+
 @pytest.fixture
 def phantom_copy(phantom_root, tmp_path) -> Path:
     """A private copy of the tiny phantom that a test may damage."""

@@ -13,20 +13,12 @@ from click.testing import CliRunner
 import tests.toy_model  # noqa: F401  (registers "toy")
 from hcmbench.cli import main
 from hcmbench.config import DataConfig
-from hcmbench.data.phantom import PhantomConfig, write_phantom
 from hcmbench.data.slices import load_slices
 from hcmbench.evaluation.features import FeatureConfig, load_feature_extractor
 from hcmbench.evaluation.report import EvaluationConfig, EvaluationInputs, evaluate_sets
 
 TINY_FEATURES = FeatureConfig(dim=16, epochs=2, width=4, batch_size=32)
 DATA = DataConfig(groups=("HCM",), size=32)
-
-
-@pytest.fixture(scope="module")
-def split_phantom(tmp_path_factory):
-    """HCM and NOR, four patients each: every group has a train, a val and a test patient."""
-    return write_phantom(tmp_path_factory.mktemp("ph") / "acdc", PhantomConfig(patients_per_group=4,
-                                                                               groups=("HCM", "NOR")))
 
 
 @pytest.fixture(scope="module")

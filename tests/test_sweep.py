@@ -1,0 +1,147 @@
+"""Optuna sweeps tracked in MLflow, with the toy model on a tiny phantom: runs, pruning, failures, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+import tests.toy_model  # noqa: F401  (registers "toy")
+from hcmbench.cli import main
+from hcmbench.errors import HcmbenchError
+from hcmbench.tracking import tracking_uri
+from hcmbench.evaluation.features import FeatureConfig
+from hcmbench.sweep import default_storage, load_space, run_sweep
+
+SPACE = {
+    "model": "toy",
+    "objective": {"metric": "fid", "images": 12},
+    "budget": {"epochs": 2, "pruner": "median", "startup_trials": 1, "warmup_epochs": 0},
+    "data": {"size": 32, "groups": ["HCM"]},
+    "train": {"batch_size": 8, "sample_every": 1},
+    "params": {"lr": {"low": 1e-3, "high": 0.1, "log": True}, "noise": {"choices": [0.05, 0.1]},
+               "nan_after": {"choices": [0, 1]}},
+}
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A fresh folder as the working directory: the default stores (mlruns/) land in it."""
+    import hcmbench.evaluation.features as features
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(features, "FeatureConfig", lambda: FeatureConfig(dim=8, epochs=1, width=4))
+    return tmp_path
+
+
+def write_space(folder: Path, **changes) -> Path:
+    space = {**SPACE, **changes}
+    path = folder / "toy.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def enqueue(name: str, *params: dict) -> None:
+    """Fix the next trials' parameters, so that a test controls which trial diverges or lags."""
+    Path("mlruns").mkdir(exist_ok=True)
+    study = optuna.create_study(study_name=name, storage=default_storage(), load_if_exists=True)
+    for p in params:
+        study.enqueue_trial(p)
+
+
+def runs_of(study: str) -> dict[str, list]:
+    client = MlflowClient(tracking_uri())
+    experiment = client.get_experiment_by_name("hcmbench-toy")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`hcmbench.study` = '{study}'")
+    by_role: dict[str, list] = {"study": [], "trial": []}
+    for run in runs:
+        by_role[run.data.tags["hcmbench.role"]].append(run)
+    by_role["trial"].sort(key=lambda r: int(r.data.tags["hcmbench.trial"]))
+    return by_role
+
+
+def artifacts(run) -> set[str]:
+    client = MlflowClient(tracking_uri())
+    out = set()
+    for item in client.list_artifacts(run.info.run_id):
+        out |= {a.path for a in client.list_artifacts(run.info.run_id, item.path)} if item.is_dir else {item.path}
+    return out
+
+
+def test_a_sweep_tracks_every_trial_prunes_fails_and_resumes(split_phantom, workdir):
+    space = load_space("toy", write_space(workdir))
+    good, lagging, diverging = {"lr": 0.05, "noise": 0.05, "nan_after": 0}, \
+        {"lr": 0.001, "noise": 0.05, "nan_after": 0}, {"lr": 0.05, "noise": 0.05, "nan_after": 1}
+    enqueue("s", good, diverging, lagging)
+    result = run_sweep("toy", 3, space, study_name="s", data_root=split_phantom)
+    assert result.trials_run == 3 and result.counts == {"COMPLETE": 1, "FAIL": 1, "PRUNED": 1}
+    assert result.best_number == 0 and result.best_params == good
+
+    runs = runs_of("s")
+    assert len(runs["study"]) == 1 and runs["study"][0].info.status == "FINISHED"
+    parent = runs["study"][0].info.run_id
+    assert "optuna/history.png" in artifacts(runs["study"][0])
+    states = [(r.data.tags["hcmbench.state"], r.info.status) for r in runs["trial"]]
+    assert states == [("COMPLETE", "FINISHED"), ("FAIL", "FAILED"), ("PRUNED", "KILLED")]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent for r in runs["trial"])
+    complete, failed, pruned = runs["trial"]
+    assert {"loss/mse", "val/score", "eval/fid", "eval/ssim", "eval/memorization"} <= set(complete.data.metrics)
+    assert complete.data.params["train.lr"] == "0.05" and complete.data.params["model.noise"] == "0.05"
+    assert {"checkpoints/best.pt", "plots/losses.png", "eval/table.md", "eval/table.csv",
+            "samples/epoch_001.png", "samples/epoch_002.png"} <= artifacts(complete)
+    assert "became nan" in failed.data.tags["hcmbench.reason"]
+    assert "pruned at epoch 1" in pruned.data.tags["hcmbench.reason"] and "checkpoints/best.pt" not in artifacts(pruned)
+
+    again = run_sweep("toy", 1, space, study_name="s", data_root=split_phantom, seed=0)
+    assert again.trials_run == 1
+    study = optuna.load_study(study_name="s", storage=default_storage())
+    assert len(study.trials) == 4
+    runs = runs_of("s")
+    assert len(runs["study"]) == 1 and len(runs["trial"]) == 4  # the same parent run, one more trial
+
+
+def test_sweep_command_prints_trials_and_the_best(split_phantom, workdir):
+    path = write_space(workdir, params={"lr": {"low": 0.01, "high": 0.1, "log": True}})
+    result = CliRunner().invoke(main, ["sweep", "--model", "toy", "--trials", "2", "--space", str(path),
+                                       "--data", str(split_phantom), "--study", "cli"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "trial   0 complete" in result.output and "trial   1 complete" in result.output
+    assert "Best: trial" in result.output and "fid" in result.output
+    assert sorted(p.name for p in (workdir / "mlruns").iterdir()) == ["artifacts", "mlflow.db", "optuna.db"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"params": {"nope": {"low": 0, "high": 1}}}, "parameter 'nope' is neither"),
+    ({"params": {"lr": {"low": 1, "high": 0}}}, "low < high"),
+    ({"params": {"lr": {"low": 0, "high": 1, "log": True}}}, "log range needs low > 0"),
+    ({"objective": {"metric": "beauty"}}, "unknown objective metric 'beauty'"),
+    ({"budget": {"pruner": "sometimes"}}, "pruner must be one of"),
+    ({"model": "dcgan"}, "is a search space for 'dcgan'"),
+    ({"train": {"speed": 3}}, "unknown train setting(s) speed"),
+])
+def test_bad_search_spaces_are_refused_with_one_line(workdir, change, message):
+    with pytest.raises(HcmbenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_space("toy", write_space(workdir, **change))
+
+
+def test_every_shipped_search_space_loads():
+    from hcmbench.sweep import SWEEPS_DIR
+
+    shipped = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+    assert shipped == ["acgan", "dcgan", "ddpm", "gan", "infogan", "vae"]
+    for model in shipped:
+        space = load_space(model)
+        assert space.model == model and space.params and space.metric == "fid"
+
+
+def test_sweep_command_refuses_bad_input_before_touching_the_stores(workdir):
+    result = CliRunner().invoke(main, ["sweep", "--model", "nope"])
+    assert result.exit_code == 2 and result.output.startswith("error: unknown model 'nope'")
+    missing = CliRunner().invoke(main, ["sweep", "--model", "toy", "--space", "no.yaml"])
+    assert missing.exit_code == 2 and "no.yaml: no such search-space file" in missing.output
+    assert not (workdir / "mlruns").exists()
