@@ -495,6 +495,82 @@ def sweep(model_name: str, trials: int, study_name: str | None, storage: str | N
                   highlight=False, soft_wrap=True)
 
 
+@main.command()
+@click.option("--model", "model_name", required=True, help="Model whose best finished run to register.")
+@click.option("--metric", default="fid", show_default=True,
+              help="What 'best' means: an evaluation figure (fid, kid, ssim, precision, ...) or val_score.")
+@click.option("--alias", default="champion", show_default=True, help="Registry alias to point at the new version.")
+def promote(model_name: str, metric: str, alias: str) -> None:
+    """Register the best run of a model as hcm-<model> in the MLflow registry and point the alias at it."""
+    from hcmbench.tracking import promote as promote_run
+
+    with _status(f"Registering the best {model_name} run"):
+        result = promote_run(model_name, metric, alias)
+    console.print(f"Registered {result.name} version {result.version} (run {result.run_id}, {result.metric} "
+                  f"{result.value:.4g}) as models:/{result.name}@{result.alias}", highlight=False, soft_wrap=True)
+
+
+@main.command()
+@click.option("--models", "model_names", default=None,
+              help="Comma-separated models to compare. Default: every model with a finished sweep run.")
+@click.option("--metric", default="fid", show_default=True, help="What picks each model's best run.")
+@click.option("-n", "count", type=click.IntRange(2), default=1000, show_default=True, help="Images generated per model.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("compare"), show_default=True,
+              help="Folder for table.md and table.csv.")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddim", show_default=True,
+              help="Diffusion sampler (other models ignore it).")
+@click.option("--steps", type=click.IntRange(1), default=50, show_default=True, help="Diffusion sampling steps.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def compare(model_names: str | None, metric: str, count: int, out: Path, sampler: str, steps: int, seed: int,
+            device: str) -> None:
+    """The study's Table 1: the best run of each model against held-out patients, with calibration rows."""
+    import tempfile
+
+    from hcmbench.evaluation.report import EvaluationConfig, evaluate_checkpoints, rich_tables
+    from hcmbench.tracking import best_runs, download_checkpoints, log_comparison
+
+    names = [m.strip() for m in model_names.split(",") if m.strip()] if model_names else None
+    runs = best_runs(names, metric)
+    with tempfile.TemporaryDirectory(prefix="hcmbench-") as tmp, _phase_progress() as progress:
+        checkpoints = download_checkpoints(runs, Path(tmp))
+        table = evaluate_checkpoints(checkpoints, config=EvaluationConfig(n=count, seed=seed),
+                                     sample_options={"sampler": sampler, "steps": steps}, device=device,
+                                     progress=progress)
+    for part in rich_tables(table):
+        console.print(part)
+    md, csv_path = table.write(out)
+    run_id = log_comparison(table, {name: run.info.run_id for name, run in runs.items()})
+    _say(f"Wrote {md} and {csv_path}; logged as MLflow run {run_id} (experiment hcmbench-compare)")
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (local only by default).")
+def ui(port: int, host: str) -> None:
+    """Start `mlflow ui` on this project's store (Ctrl-C stops it)."""
+    import subprocess
+
+    from hcmbench.tracking import ui_command
+
+    command = ui_command(host, port)
+    _say(f"MLflow UI on http://{host}:{port} (store {command[command.index('--backend-store-uri') + 1]})")
+    try:
+        raise SystemExit(subprocess.call(command))
+    except KeyboardInterrupt:
+        raise SystemExit(0) from None
+
+
+@contextlib.contextmanager
+def _status(message: str) -> Iterator[None]:
+    """A spinner with a message on a terminal; silent otherwise and under --quiet."""
+    if _quiet() or not err_console.is_terminal:
+        yield
+        return
+    with err_console.status(message):
+        yield
+
+
 @contextlib.contextmanager
 def _sweep_display(trials: int) -> Iterator[Callable[[object], None]]:
     """A live line (trial, epoch, best so far) on a terminal, else one line per finished trial."""

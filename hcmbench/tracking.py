@@ -12,6 +12,7 @@ import os
 import re
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,7 @@ def _quiet_mlflow_logs() -> None:
 def client():
     """An MlflowClient on `tracking_uri()`; the default sqlite store's folder is created if needed."""
     _quiet_mlflow_logs()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.tracking import MlflowClient
 
     if uses_default_store():
@@ -214,3 +216,131 @@ def end_orphans(mlflow_client, experiment_id: str, study: str, alive: set[int]) 
             end_run(mlflow_client, run.info.run_id, "STOPPED", "the process running it ended without closing it")
             count += 1
     return count
+
+
+# -- finding the best run ---------------------------------------------------------------------------------
+
+# Direction of each evaluation figure, for choosing the best run (names as in the sweep objective).
+LOWER_IS_BETTER = {"fid", "kid", "mse", "memorization", "diversity", "sample_ms", "val_score"}
+
+
+def metric_key(metric: str) -> str:
+    """The MLflow metric behind a short name: "fid" → "eval/fid", "val_score" → "val/best"."""
+    return "val/best" if metric == "val_score" else metric if "/" in metric else f"eval/{metric}"
+
+
+def best_run(mlflow_client, model: str, metric: str = "fid") -> Any:
+    """The finished trial run of `model` with the best `metric`; HcmbenchError when there is none."""
+    experiment = mlflow_client.get_experiment_by_name(experiment_name(model))
+    key = metric_key(metric)
+    if experiment is None:
+        raise HcmbenchError(f"no runs of {model} at {tracking_uri()}: run `hcmbench sweep --model {model}` first")
+    order = "ASC" if metric.split("/")[-1] in LOWER_IS_BETTER or metric == "val_score" else "DESC"
+    runs = mlflow_client.search_runs([experiment.experiment_id],
+                                     filter_string=f"attributes.status = 'FINISHED' and tags.`{ROLE_TAG}` = 'trial'",
+                                     order_by=[f"metrics.`{key}` {order}"], max_results=200)
+    runs = [r for r in runs if key in r.data.metrics and math.isfinite(r.data.metrics[key])]
+    if not runs:
+        raise HcmbenchError(f"no finished run of {model} has the metric {key}: run a sweep to its end first")
+    return runs[0]
+
+
+def best_runs(models: list[str] | None = None, metric: str = "fid") -> dict[str, Any]:
+    """{model: its best finished run} for `models`, or for every model with a finished run when None."""
+    from hcmbench.models.base import available_models
+
+    mlflow_client = client()
+    if models is None:
+        found = {}
+        for model in available_models():
+            try:
+                found[model] = best_run(mlflow_client, model, metric)
+            except HcmbenchError:
+                continue
+        if not found:
+            raise HcmbenchError(f"no finished runs at {tracking_uri()}: run `hcmbench sweep` first")
+        return found
+    return {model: best_run(mlflow_client, model, metric) for model in models}
+
+
+def download_checkpoints(runs: dict[str, Any], folder: Path) -> dict[str, Path]:
+    """Each run's best checkpoint, downloaded into `folder`/<model>/."""
+    mlflow_client = client()
+    out = {}
+    for model, run in runs.items():
+        (folder / model).mkdir(parents=True, exist_ok=True)
+        out[model] = Path(mlflow_client.download_artifacts(run.info.run_id, CHECKPOINT_ARTIFACT, str(folder / model)))
+    return out
+
+
+# -- the registry --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Promotion:
+    name: str
+    version: str
+    alias: str
+    run_id: str
+    metric: str
+    value: float
+
+
+def promote(model: str, metric: str = "fid", alias: str = "champion") -> Promotion:
+    """Register the best finished run of `model` (by `metric`) as a version of `hcm-<model>` — a pyfunc
+    generator with its checkpoint and settings inside — point `alias` at it, and copy the run's
+    evaluation metrics onto the version as tags."""
+    import warnings
+
+    import mlflow
+
+    from hcmbench import pyfunc
+
+    mlflow_client = client()
+    run = best_run(mlflow_client, model, metric)
+    run_id = run.info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        checkpoint = Path(mlflow_client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, tmp))
+        mlflow.set_tracking_uri(tracking_uri())
+        name = registered_model_name(model)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # MLflow suggests type hints and a signature for free-form inputs
+            with mlflow.start_run(run_id=run_id):
+                info = mlflow.pyfunc.log_model(name="generator", python_model=str(Path(pyfunc.__file__)),
+                                               artifacts={"checkpoint": str(checkpoint)})
+            version = mlflow.register_model(info.model_uri, name, tags={"run_id": run_id})
+    mlflow_client.set_registered_model_alias(name, alias, version.version)
+    for key, value in run.data.metrics.items():
+        if key.startswith(("eval/", "val/")):
+            mlflow_client.set_model_version_tag(name, version.version, key, str(value))
+    mlflow_client.set_model_version_tag(name, version.version, "hcmbench.study", run.data.tags.get(STUDY_TAG, ""))
+    return Promotion(name, str(version.version), alias, run_id, metric_key(metric), run.data.metrics[metric_key(metric)])
+
+
+def log_comparison(table, runs: dict[str, str]) -> str:
+    """Log a comparison table to the experiment `hcmbench-compare` (artifacts and eval/<model>/<figure>
+    metrics, the compared run ids as params); returns the run id."""
+    mlflow_client = client()
+    experiment = ensure_experiment(mlflow_client, "compare")
+    run = mlflow_client.create_run(experiment, run_name="compare", tags={ROLE_TAG: "compare"})
+    for model, run_id in runs.items():
+        mlflow_client.log_param(run.info.run_id, f"run.{model}", run_id)
+    log_table(mlflow_client, run.info.run_id, table, folder="compare", metrics=False)
+    for i, row in enumerate(table.rows):
+        if row.kind == "model":
+            for key, value in table.model_metrics(i).items():
+                mlflow_client.log_metric(run.info.run_id, f"{key}/{row.name}", value)
+    mlflow_client.set_terminated(run.info.run_id, "FINISHED")
+    return run.info.run_id
+
+
+def ui_command(host: str = "127.0.0.1", port: int = 5000) -> list[str]:
+    """The `mlflow ui` command line for this project's store."""
+    import sys
+
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(), "--host", host,
+               "--port", str(port)]
+    if uses_default_store():
+        STORE_DIR.mkdir(exist_ok=True)
+        command += ["--default-artifact-root", (STORE_DIR / "artifacts").resolve().as_uri()]
+    return command

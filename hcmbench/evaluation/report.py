@@ -362,6 +362,22 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
     ACDC-layout folder, preprocessed the same way). The training split is always `data_root`'s.
     `source_name` (default: the checkpoint path) names the generator in the title.
     """
+    source_name = source_name or str(checkpoint)
+    table = evaluate_checkpoints({"": checkpoint}, data_root, reference_root, config, sample_options, device,
+                                 feature_config, progress, strict_options=True)
+    table.context.update(title=f"{table.rows[0].name}: {source_name}", checkpoint=source_name)
+    return table
+
+
+def evaluate_checkpoints(checkpoints: dict[str, str | Path], data_root: str | Path | None = None,
+                         reference_root: str | Path | None = None, config: EvaluationConfig = EvaluationConfig(),
+                         sample_options: dict[str, Any] | None = None, device: str = "auto",
+                         feature_config: Any = None, progress: Progress | None = None,
+                         strict_options: bool = False) -> EvaluationTable:
+    """One table for several generators {row name: checkpoint} ("" names a row by its model) trained on
+    the same data: the first checkpoint's data root and preprocessing, which every other must share.
+    Sample options go to the models that take them; with `strict_options`, one a model does not take is
+    an error."""
     from hcmbench.checkpoints import data_config_of, load_generator, resolve_device
     from hcmbench.data.slices import load_slices
     from hcmbench.evaluation.features import FeatureConfig, load_feature_extractor
@@ -371,10 +387,16 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
     def report(phase: str) -> Callable[[int, int], None] | None:
         return None if progress is None else (lambda done, total: progress(phase, done, total))
 
-    generator = load_generator(checkpoint, device=resolve_device(device))
-    state = generator.state
-    data_config = data_config_of(state)
-    root = Path(data_root if data_root is not None else state["data_root"])
+    if not checkpoints:
+        raise HcmbenchError("no checkpoint to evaluate")
+    generators = {name: load_generator(path, device=resolve_device(device)) for name, path in checkpoints.items()}
+    first = next(iter(generators.values())).state
+    data_config = data_config_of(first)
+    for name, generator in generators.items():
+        if data_config_of(generator.state) != data_config:
+            raise HcmbenchError(f"{checkpoints[name]} was trained on other data settings than {next(iter(checkpoints.values()))}: "
+                                "a table compares generators of the same data")
+    root = Path(data_root if data_root is not None else first["data_root"])
     if not root.exists():
         raise HcmbenchError(f"{root}: the training data of this checkpoint are not there; give --data")
     slices = load_slices(root, data_config, progress=report("Preprocessing"))
@@ -388,20 +410,21 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
         raise HcmbenchError(f"{root}: the test split is empty (too few patients); give --reference")
     extractor = load_feature_extractor(root, data_config, feature_config or FeatureConfig(),
                                        progress=report("Training the feature extractor"))
-
-    def sample() -> torch.Tensor:
-        images, _ = draw(generator, config.n, seed=config.seed, options=sample_options,
-                         progress=report(f"Sampling {generator.model.name}"))
-        return images
-
-    images, ms = timed_draw(sample, config.n)
+    generated = {}
+    for name, generator in generators.items():
+        options = dict(sample_options or {})
+        if not strict_options:  # sampler settings apply to the models that take them
+            options = {k: v for k, v in options.items() if k in generator.model.sample_options}
+        images, ms = timed_draw(lambda: draw(generator, config.n, seed=config.seed, options=options,
+                                             progress=report(f"Sampling {generator.model.name}"))[0], config.n)
+        generated[name or generator.model.name] = (from_model_range(images), ms)
     val = slices.of_split("val")
     inputs = EvaluationInputs(reference=torch.from_numpy(reference.images), train=torch.from_numpy(slices.of_split("train").images),
                               val=torch.from_numpy(val.images) if len(val) >= 2 else None, extractor=extractor,
                               reference_name=reference_name)
-    table = evaluate_sets({generator.model.name: (from_model_range(images), ms)}, inputs, config,
+    table = evaluate_sets(generated, inputs, config,
                           progress=None if progress is None else (lambda name, d, t: progress(f"Scoring {name}", d, t)))
-    source_name = source_name or str(checkpoint)
-    table.context.update(title=f"{generator.model.name}: {source_name}", checkpoint=source_name,
-                         device=str(generator.model.device), sample_options=dict(sample_options or {}))
+    table.context.update(title="Generators compared", device=str(resolve_device(device)),
+                         sample_options=dict(sample_options or {}),
+                         checkpoints={k or g.model.name: str(v) for (k, v), g in zip(checkpoints.items(), generators.values())})
     return table
