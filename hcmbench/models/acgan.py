@@ -19,6 +19,7 @@ concatenated with z, and D's body carries two 4×4 convolutional heads (source l
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -121,8 +122,10 @@ class ACGAN(GenerativeModel):
         return sample_distance(self, val_batches)
 
     @torch.no_grad()
-    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """`n` images of the given classes (labels (n,) in 0..num_classes−1), in [-1, 1]."""
+    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+               **options: Any) -> Tensor:
+        """`n` images of the given classes (labels (n,) in 0..num_classes−1), in [-1, 1]. No options."""
+        self.check_options(options)
         labels = self.check_labels(n, labels)
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise HcmbenchError(f"labels must lie in 0..{self.num_classes - 1}")

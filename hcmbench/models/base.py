@@ -116,6 +116,14 @@ class GenerativeModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def check_options(self, options: dict[str, Any]) -> None:
+        """Refuse `sample` options the model does not declare in `sample_options`, in one line."""
+        unknown = sorted(set(options) - set(self.sample_options))
+        if unknown:
+            takes = ", ".join(self.sample_options) or "none"
+            raise HcmbenchError(f"{self.name or type(self).__name__} does not take the sample option(s) "
+                                f"{', '.join(unknown)} (it takes: {takes})")
+
     def check_labels(self, n: int, labels: Tensor | None) -> Tensor | None:
         """Validate `labels` for `sample`: required (n,) for conditional models, refused otherwise."""
         if not self.conditional:

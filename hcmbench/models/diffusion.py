@@ -285,9 +285,13 @@ class DDPM(GenerativeModel):
 
     default_epochs = 115
     sample_options = ("sampler", "steps", "guidance_scale", "eta")
-    # The engine's epoch grids: ancestral sampling respaced to 100 steps looks like the full 1000-step
-    # chain at a tenth of the cost, while DDIM shows saturated noise until the model is well trained.
-    preview_options = {"sampler": "ddpm", "steps": 100}
+
+    @property
+    def preview_options(self) -> dict[str, Any]:  # type: ignore[override]
+        """The engine's epoch grids: ancestral sampling respaced to 100 steps (all of them when T < 100)
+        looks like the full 1000-step chain at a tenth of the cost, while DDIM shows saturated noise
+        until the model is well trained."""
+        return {"sampler": "ddpm", "steps": min(100, self.schedule.timesteps)}
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, schedule: str = "linear", timesteps: int = 1000,
                  base_channels: int = 64, channel_mults: tuple[int, ...] = (1, 2, 2, 2),
@@ -348,7 +352,7 @@ class DDPM(GenerativeModel):
                     total += F.mse_loss(eps.float(), noise, reduction="sum").item()
                     count += noise.numel()
         if count == 0:
-            raise HcmbenchError("validation_score needs at least one validation image")
+            raise HcmbenchError("the validation split is empty: the noise-prediction score needs at least one image")
         return total / count
 
     def predict_noise(self, x: Tensor, t: Tensor, labels: Tensor | None = None, guidance_scale: float = 1.0) -> Tensor:

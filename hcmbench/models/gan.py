@@ -113,8 +113,7 @@ class GAN(GenerativeModel):
                **options: Any) -> Tensor:
         """G(z) for z ~ N(0, I), in eval mode: (n, 1, S, S) in [-1, 1]."""
         self.check_labels(n, labels)
-        if options:
-            raise HcmbenchError(f"{self.name} takes no sample options, got {', '.join(sorted(options))}")
+        self.check_options(options)
         z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
         with self.evaluating():
             return self.generator(z).float()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -153,8 +154,9 @@ class InfoGAN(GenerativeModel):
 
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
-               category: int | None = None) -> Tensor:
+               category: int | None = None, **options: Any) -> Tensor:
         """`n` images in [-1, 1]; `category` fixes the categorical code (0..n_categories−1) for all."""
+        self.check_options(options)
         self.check_labels(n, labels)
         if category is not None:
             if isinstance(category, bool) or not isinstance(category, numbers.Integral) \

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hcmbench.errors import HcmbenchError
+
 
 def dcgan_init_(module: nn.Module, std: float = 0.02) -> None:
     """Radford et al.'s initialisation: conv weights N(0, 0.02); norm scales N(1, 0.02), shifts 0."""
@@ -127,7 +129,10 @@ def sample_distance(model, val_batches: Iterable[tuple[Tensor, Tensor]], seed: i
     contrast rather than pixel noise. Sampling uses a fixed seed (and the validation labels for
     conditional models), so the score changes only when the model does. Lower is better.
     """
-    images, labels = zip(*val_batches)
+    batches = list(val_batches)
+    if not batches or sum(len(images) for images, _ in batches) == 0:
+        raise HcmbenchError("the validation split is empty: a sample-based validation score needs real images")
+    images, labels = zip(*batches)
     real = torch.cat(images).to(model.device).float()
     label = torch.cat(labels).to(model.device) if model.conditional else None
     generator = torch.Generator(device=model.device).manual_seed(seed)

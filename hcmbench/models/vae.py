@@ -102,8 +102,7 @@ class VAE(GenerativeModel):
                **options: Any) -> Tensor:
         """Decode z ~ N(0, I) in eval mode (BatchNorm running statistics), clipped: (n, 1, S, S) in [-1, 1]."""
         self.check_labels(n, labels)
-        if options:
-            raise HcmbenchError(f"the VAE takes no sample options, got {', '.join(sorted(options))}")
+        self.check_options(options)
         z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
         with self.evaluating():
             return self.decoder(z).float().clamp(-1, 1)

