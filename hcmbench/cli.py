@@ -473,8 +473,11 @@ def sweep(model_name: str, trials: int, study_name: str | None, storage: str | N
     from hcmbench.models.base import model_class
     from hcmbench.sweep import load_space, run_sweep
 
+    from hcmbench.data import resolve_data_root
+
     model_class(model_name)  # an unknown model fails here, before any store is touched
     space = load_space(model_name, space_file)
+    data_root = resolve_data_root(data_root, announce=_say)
     with _sweep_display(trials) as display:
         try:
             result = run_sweep(model_name, trials, space, study_name, storage, timeout, data_root, epochs, seed,
@@ -574,9 +577,11 @@ def _status(message: str) -> Iterator[None]:
 @contextlib.contextmanager
 def _sweep_display(trials: int) -> Iterator[Callable[[object], None]]:
     """A live line (trial, epoch, best so far) on a terminal, else one line per finished trial."""
-    from hcmbench.sweep import TrialEnded, TrialEpoch, TrialStarted
+    from hcmbench.sweep import Preparing, TrialEnded, TrialEpoch, TrialStarted
 
     def line(event: object) -> str | None:
+        if isinstance(event, Preparing):
+            return event.message + " …"
         if isinstance(event, TrialEnded):
             value = "" if event.value is None else f" value {event.value:.4g}"
             best = "" if event.best_value is None else f"; best {event.best_value:.4g} (trial {event.best_number})"
@@ -601,7 +606,9 @@ def _sweep_display(trials: int) -> Iterator[Callable[[object], None]]:
         state = {"best": "", "done": 0}
 
         def update(event: object) -> None:
-            if isinstance(event, TrialStarted):
+            if isinstance(event, Preparing):
+                bar.update(task, description="preparing the data and the feature space")
+            elif isinstance(event, TrialStarted):
                 bar.update(task, description=f"trial {event.number}{state['best']}")
             elif isinstance(event, TrialEpoch):
                 bar.update(task, description=f"trial {event.number} epoch {event.epoch}/{event.epochs} "

@@ -200,6 +200,11 @@ def load_space(model: str, path: str | Path | None = None) -> SearchSpace:
 
 
 @dataclass(frozen=True)
+class Preparing:
+    message: str
+
+
+@dataclass(frozen=True)
 class TrialStarted:
     number: int
     params: dict[str, Any]
@@ -338,6 +343,9 @@ def run_sweep(model: str, trials: int, space: SearchSpace | None = None, study_n
     alive = {t.number for t in study.trials if t.state == optuna.trial.TrialState.RUNNING}
     tracking.end_orphans(mlflow_client, experiment_id, study_name, alive)
     scorer = _TrialScorer(data_root, space, seed, device)
+    if display is not None:
+        display(Preparing(f"Preparing {data_root}: preprocessing, and the feature space used to score trials "
+                          "(trained once per dataset, then cached)"))
     scorer.prepare()  # bad data fail here, once, rather than in every trial
     objective = _Objective(model, space, epochs, seed, device, data_root, scorer, mlflow_client, experiment_id,
                            parent, study_name, display)
