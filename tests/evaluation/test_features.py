@@ -14,7 +14,7 @@ from hcmbench.data.slices import load_slices
 from hcmbench.errors import HcmbenchError
 from hcmbench.evaluation import features
 from hcmbench.evaluation.distribution import frechet_distance
-from hcmbench.evaluation.features import FeatureConfig, FeatureNet, feature_key, load_feature_extractor
+from hcmbench.evaluation.features import FeatureConfig, FeatureNet, corrupted, feature_key, load_feature_extractor
 
 # Two phantom patients per group: one trains, one validates. The caller asks for HCM only; the
 # extractor must still train on every group present.
@@ -101,6 +101,28 @@ def test_noise_is_far_from_real_images_in_feature_space(trained):
     assert frechet_distance(train, noise) > 4 * real_vs_real
 
 
+def test_realism_head_tells_real_slices_from_corrupted_ones(trained):
+    extractor, slices = trained
+    assert extractor.summary["realism_accuracy"] > 0.9
+    val = torch.from_numpy(slices.of_split("val").images).unsqueeze(1)
+    with torch.no_grad():
+        real = extractor.net(val)["realism"]
+        fake = extractor.net(corrupted(val, torch.Generator().manual_seed(5)))["realism"]
+    assert (real > 0).double().mean() > 0.8 and (fake < 0).double().mean() > 0.8
+
+
+def test_corruptions_are_noise_blur_and_shuffled_patches_of_the_input():
+    x = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0)) ** 3  # skewed, unlike U(0, 1)
+    out = corrupted(x, torch.Generator().manual_seed(1))
+    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
+    noise, blur, shuffle = out[0::3], out[1::3], out[2::3]
+    assert abs(noise.mean().item() - 0.5) < 0.05  # uniform noise, not the skewed input
+    assert blur.std() < 0.5 * x[1::3].std()  # a blur removes most of the pixel variance ...
+    torch.testing.assert_close(blur.mean(), x[1::3].mean(), atol=0.02, rtol=0)  # ... but keeps the level
+    assert not torch.equal(shuffle, x[2::3])  # the patches moved ...
+    torch.testing.assert_close(shuffle.flatten(1).sort(1).values, x[2::3].flatten(1).sort(1).values)  # ... all of them
+
+
 def test_second_load_comes_from_the_cache(phantom_root, monkeypatch):
     calls = []
     first = load_feature_extractor(phantom_root, DATA, TINY, progress=lambda done, total: calls.append((done, total)))
@@ -145,8 +167,10 @@ def test_key_depends_on_data_size_and_every_setting():
     base = feature_key("abc", 32, TINY)
     assert len(base) == 16 and base == feature_key("abc", 32, TINY)
     variants = [feature_key("abd", 32, TINY), feature_key("abc", 64, TINY)]
+    values = (9, 3, 16, 2e-3, 1, 5, 0.0, 1.0, 0.5)
+    assert len(values) == len(dataclasses.fields(TINY))  # one new value per setting
     variants += [feature_key("abc", 32, dataclasses.replace(TINY, **{f.name: value}))
-                 for f, value in zip(dataclasses.fields(TINY), (9, 3, 16, 2e-3, 1, 5, 0.0, 1.0))]
+                 for f, value in zip(dataclasses.fields(TINY), values)]
     assert len({base, *variants}) == len(variants) + 1
 
 
