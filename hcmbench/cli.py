@@ -39,14 +39,19 @@ def _say(message: str) -> None:
         err_console.print(message, highlight=False, soft_wrap=True)
 
 
+def _bar() -> Progress:
+    """The one look of hcmbench's progress bars: description, bar, done/total, elapsed; on stderr, transient."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=err_console, transient=True)
+
+
 @contextlib.contextmanager
 def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
     """A rich progress bar driven by a `(done, total)` callback; silent under --quiet."""
     if _quiet() or not err_console.is_terminal:  # no bar in logs and pipes: it would only add blank lines
         yield lambda done, total: None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
+    with _bar() as bar:
         task = bar.add_task(description, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
 
@@ -346,8 +351,7 @@ def _phase_progress() -> Iterator[Callable[[str, int, int], None]]:
 
         yield announce
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
+    with _bar() as bar:
         task = bar.add_task("", total=None)
         yield lambda phase, done, total: bar.update(task, description=phase, completed=done, total=total)
 
@@ -600,8 +604,7 @@ def _sweep_display(trials: int) -> Iterator[Callable[[object], None]]:
 
         yield log
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True) as bar:
+    with _bar() as bar:
         task = bar.add_task("sweep", total=trials)
         state = {"best": "", "done": 0}
 

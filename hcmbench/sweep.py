@@ -46,9 +46,6 @@ def default_storage() -> str:
     """sqlite:///<absolute path of ./mlruns>/optuna.db (absolute, like the MLflow store)."""
     return f"sqlite:///{(Path('mlruns') / 'optuna.db').resolve()}"
 
-METRICS = {"fid": "minimize", "kid": "minimize", "ssim": "maximize", "cc": "maximize", "mse": "minimize",
-           "precision": "maximize", "recall": "maximize", "density": "maximize", "coverage": "maximize",
-           "memorization": "minimize", "diversity": "minimize", "val_score": "minimize"}
 PRUNERS = ("median", "hyperband", "none")
 
 
@@ -136,9 +133,11 @@ def load_space(model: str, path: str | Path | None = None) -> SearchSpace:
         raise HcmbenchError(f"{path} is a search space for {raw['model']!r}, not {model!r}")
     objective, budget = dict(raw.get("objective") or {}), dict(raw.get("budget") or {})
     metric = objective.pop("metric", "fid")
-    if metric not in METRICS:
-        raise HcmbenchError(f"{path}: unknown objective metric {metric!r}: choose from {', '.join(METRICS)}")
-    direction = objective.pop("direction", METRICS[metric])
+    from hcmbench.evaluation.report import DIRECTIONS
+
+    if metric not in DIRECTIONS:
+        raise HcmbenchError(f"{path}: unknown objective metric {metric!r}: choose from {', '.join(DIRECTIONS)}")
+    direction = objective.pop("direction", DIRECTIONS[metric])
     if direction not in ("minimize", "maximize"):
         raise HcmbenchError(f"{path}: direction must be minimize or maximize, got {direction!r}")
     images = objective.pop("images", 200)
@@ -467,14 +466,11 @@ class _TrialScorer:
 
     def __call__(self, checkpoint: Path) -> Any:
         from hcmbench.checkpoints import load_generator, resolve_device
-        from hcmbench.evaluation.features import FeatureConfig, load_feature_extractor
         from hcmbench.evaluation.metrics import from_model_range
         from hcmbench.evaluation.report import EvaluationConfig, evaluate_sets, timed_draw
         from hcmbench.sampling import draw
 
-        self.prepare()
-        if self.inputs.extractor is None:
-            self.inputs.extractor = load_feature_extractor(self.data_root, self.space.data_config(), FeatureConfig())
+        self.prepare()  # scoring is only asked of metrics that need the feature space, loaded by prepare()
         generator = load_generator(checkpoint, device=resolve_device(self.device))
         n = self.space.images
         images, ms = timed_draw(lambda: draw(generator, n, seed=self.seed, options=self.space.sampling)[0], n)

@@ -220,10 +220,6 @@ def end_orphans(mlflow_client, experiment_id: str, study: str, alive: set[int]) 
 
 # -- finding the best run ---------------------------------------------------------------------------------
 
-# Direction of each evaluation figure, for choosing the best run (names as in the sweep objective).
-LOWER_IS_BETTER = {"fid", "kid", "mse", "memorization", "diversity", "sample_ms", "val_score"}
-
-
 def metric_key(metric: str) -> str:
     """The MLflow metric behind a short name: "fid" → "eval/fid", "val_score" → "val/best"."""
     return "val/best" if metric == "val_score" else metric if "/" in metric else f"eval/{metric}"
@@ -235,7 +231,9 @@ def best_run(mlflow_client, model: str, metric: str = "fid") -> Any:
     key = metric_key(metric)
     if experiment is None:
         raise HcmbenchError(f"no runs of {model} at {tracking_uri()}: run `hcmbench sweep --model {model}` first")
-    order = "ASC" if metric.split("/")[-1] in LOWER_IS_BETTER or metric == "val_score" else "DESC"
+    from hcmbench.evaluation.report import DIRECTIONS
+
+    order = "ASC" if DIRECTIONS.get(metric.split("/")[-1], "minimize") == "minimize" else "DESC"
     runs = mlflow_client.search_runs([experiment.experiment_id],
                                      filter_string=f"attributes.status = 'FINISHED' and tags.`{ROLE_TAG}` = 'trial'",
                                      order_by=[f"metrics.`{key}` {order}"], max_results=200)

@@ -121,7 +121,9 @@ def _moments(x: Tensor, filt: _ValidGaussian, c1: float, block: int = 256) -> _L
     return _LocalMoments(x, mean, mean * mean + c1, torch.cat(variances))
 
 
-def _constants(data_range: float) -> tuple[float, float]:
+def ssim_constants(data_range: float) -> tuple[float, float]:
+    """SSIM's C1 = (K1·R)² and C2 = (K2·R)² for data range R; a range that is not a positive number
+    raises HcmbenchError."""
     if not (isinstance(data_range, (int, float)) and math.isfinite(data_range) and data_range > 0):
         raise HcmbenchError(f"data_range must be a positive number, got {data_range!r}")
     return (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
@@ -158,7 +160,7 @@ def _prepare(x: Tensor | np.ndarray, y: Tensor | np.ndarray,
     if x.shape[1:] != y.shape[1:]:
         raise HcmbenchError(f"image sizes differ: {tuple(x.shape[1:])} and {tuple(y.shape[1:])}")
     y = y.to(x.device)
-    c1, c2 = _constants(data_range)
+    c1, c2 = ssim_constants(data_range)
     filt = _ValidGaussian(x.shape[1], x.shape[2], x.device)
     return x, y, c1, c2, filt
 
@@ -199,6 +201,14 @@ def _flat64(x: Tensor) -> Tensor:
     return x.reshape(len(x), -1).double()
 
 
+def _standardised(z: Tensor) -> Tensor:
+    """Rows centred and scaled to unit norm, so that dot products are Pearson correlations; a constant
+    row becomes zeros (its correlation is undefined and reported as 0)."""
+    z = z - z.mean(1, keepdim=True)
+    norm = z.norm(dim=1, keepdim=True)
+    return torch.where(norm > 1e-12, z / norm.clamp(min=1e-12), torch.zeros_like(z))
+
+
 def mse_matrix(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> Tensor:
     """Mean squared pixel difference of every pair: float64 (len(x), len(y))."""
     x, y = _flat64(as_images(x, "generated")), _flat64(as_images(y, "reference")).to(x.device)
@@ -216,13 +226,7 @@ def cc_matrix(x: Tensor | np.ndarray, y: Tensor | np.ndarray) -> Tensor:
     x, y = _flat64(as_images(x, "generated")), _flat64(as_images(y, "reference")).to(x.device)
     if x.shape[1] != y.shape[1]:
         raise HcmbenchError("image sizes differ")
-
-    def standardised(z: Tensor) -> Tensor:
-        z = z - z.mean(1, keepdim=True)
-        norm = z.norm(dim=1, keepdim=True)
-        return torch.where(norm > 1e-12, z / norm.clamp(min=1e-12), torch.zeros_like(z))
-
-    return (standardised(x) @ standardised(y).T).clamp(-1, 1).cpu()
+    return (_standardised(x) @ _standardised(y).T).clamp(-1, 1).cpu()
 
 
 # -- nearest neighbours and diversity ----------------------------------------------------------------
@@ -277,10 +281,8 @@ def nearest_by_ssim(generated: Tensor | np.ndarray, reference: Tensor | np.ndarr
     matched = y[index.to(y.device)]
     x64, m64 = _flat64(x), _flat64(matched)
     mse = ((x64 - m64) ** 2).mean(1).cpu()
-    xc, mc = x64 - x64.mean(1, keepdim=True), m64 - m64.mean(1, keepdim=True)
-    norms = xc.norm(dim=1) * mc.norm(dim=1)
-    cc = torch.where(norms > 1e-12, (xc * mc).sum(1) / norms.clamp(min=1e-12), torch.zeros_like(norms))
-    return NearestMatch(index, best, cc.clamp(-1, 1).cpu(), mse)
+    cc = (_standardised(x64) * _standardised(m64)).sum(1).clamp(-1, 1).cpu()
+    return NearestMatch(index, best, cc, mse)
 
 
 def mean_pairwise_ssim(images: Tensor | np.ndarray, max_images: int | None = 200, seed: int = 0,

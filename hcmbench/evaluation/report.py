@@ -35,9 +35,17 @@ import numpy as np
 import torch
 
 from hcmbench.errors import HcmbenchError
-from hcmbench.evaluation.metrics import as_images, mean_pairwise_ssim, nearest_by_ssim
+from hcmbench.evaluation.metrics import as_images, mean_pairwise_ssim, nearest_by_ssim, ssim_constants
 
 Progress = Callable[[str, int, int], None]
+
+CEILING = "real train (ceiling)"  # the calibration row of real training slices
+
+# Each figure a table row holds, and whether a generator wants it low or high (sweeps and `promote`
+# choose by these; val_score is the model's own validation score, not a table figure).
+DIRECTIONS = {"fid": "minimize", "kid": "minimize", "ssim": "maximize", "cc": "maximize", "mse": "minimize",
+              "precision": "maximize", "recall": "maximize", "density": "maximize", "coverage": "maximize",
+              "memorization": "minimize", "diversity": "minimize", "sample_ms": "minimize", "val_score": "minimize"}
 
 
 @dataclass(frozen=True)
@@ -57,8 +65,7 @@ class EvaluationConfig:
     def __post_init__(self) -> None:
         if self.n < 2:
             raise HcmbenchError(f"evaluation needs at least 2 generated images, got n={self.n}")
-        if not (isinstance(self.data_range, (int, float)) and math.isfinite(self.data_range) and self.data_range > 0):
-            raise HcmbenchError(f"SSIM data range must be a positive number, got {self.data_range!r}")
+        ssim_constants(self.data_range)  # the one check of a data range
         if not 0 < self.memorization_percentile < 100:
             raise HcmbenchError(f"memorization_percentile must lie in (0, 100), got {self.memorization_percentile}")
         if self.blur_sigma <= 0 or self.diversity_images < 2 or self.k < 1 or self.kid_subsets < 1:
@@ -246,7 +253,7 @@ def calibration_sets(train: torch.Tensor, val: torch.Tensor | None, n: int, blur
         return x if len(x) <= n else x[torch.randperm(len(x), generator=rng)[:n].sort().values]
 
     real = pick(train)
-    sets = {"real train (ceiling)": real}
+    sets = {CEILING: real}
     if val is not None and len(val) >= 2:
         sets["real val (new patients)"] = pick(val)
     sets["mean train image"] = train.mean(0, keepdim=True)  # one image; it stands for n identical ones
@@ -293,8 +300,8 @@ def evaluate_sets(generated: dict[str, tuple[torch.Tensor, float]], inputs: Eval
         # a set of one image (the mean image) stands for n copies: same pixel figures, n feature rows
         count = config.n if len(images) == 1 else len(images)
         to_ref = nearest_by_ssim(images, reference, config.data_range).summary()
-        is_train = name == "real train (ceiling)"
-        to_train = nearest_by_ssim(images, train, config.data_range).ssim
+        # the training split against itself is trivially SSIM 1: neither figure applies, and it is not computed
+        to_train = None if name == CEILING else nearest_by_ssim(images, train, config.data_range).ssim
         feats = inputs.extractor.embed(images).expand(count, -1)
         kid, kid_std = kernel_distance(ref_feats, feats, subsets=config.kid_subsets, seed=config.seed)
         quality = prdc(ref_feats, feats, k=min(config.k, len(feats) - 1)) if len(feats) > 1 else {}
@@ -302,8 +309,8 @@ def evaluate_sets(generated: dict[str, tuple[torch.Tensor, float]], inputs: Eval
             name=name, kind=kind, n=count,
             ssim=to_ref["ssim"], ssim_std=to_ref["ssim_std"], cc=to_ref["cc"], cc_std=to_ref["cc_std"],
             mse=to_ref["mse"], mse_std=to_ref["mse_std"],
-            train_ssim=math.nan if is_train else to_train.double().mean().item(),
-            memorization=math.nan if is_train else (to_train >= threshold).double().mean().item(),
+            train_ssim=math.nan if to_train is None else to_train.double().mean().item(),
+            memorization=math.nan if to_train is None else (to_train >= threshold).double().mean().item(),
             fid=frechet_distance(ref_feats, feats), kid=kid, kid_std=kid_std,
             precision=quality.get("precision", math.nan), recall=quality.get("recall", math.nan),
             density=quality.get("density", math.nan), coverage=quality.get("coverage", math.nan),
