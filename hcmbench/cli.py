@@ -459,47 +459,110 @@ def figure(sources: tuple[str, ...], out: Path, data_root: Path | None, names: t
         console.print(f"Wrote {path}", highlight=False, soft_wrap=True)
 
 
-@main.command()
-@click.option("--model", "model_name", required=True, help="Model to sweep: vae, gan, dcgan, acgan, infogan, ddpm.")
-@click.option("--trials", type=click.IntRange(1), default=20, show_default=True, help="Trials to run now (added to the study).")
-@click.option("--study", "study_name", default=None, help="Optuna study name. Default: hcmbench-<model>; the same name resumes it.")
-@click.option("--storage", default=None, help="Optuna storage URL. Default: sqlite:///mlruns/optuna.db.")
-@click.option("--space", "space_file", type=click.Path(path_type=Path), default=None,
-              help="Search-space YAML. Default: sweeps/<model>.yaml (copy it to edit).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop starting trials after this many seconds.")
-@data_option
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Epoch budget per trial. Default: the search space's.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
-def sweep(model_name: str, trials: int, study_name: str | None, storage: str | None, space_file: Path | None,
-          timeout: float | None, data_root: Path | None, epochs: int | None, seed: int, device: str) -> None:
-    """Tune a model with an Optuna study; every trial is an MLflow run (browse them with `hcmbench ui`)."""
-    from hcmbench.models.base import model_class
-    from hcmbench.sweep import load_space, run_sweep
+def distributed_options(command: Callable) -> Callable:
+    """The options every process of a study takes: where the study and the runs live, and its heartbeats."""
+    options = [
+        click.option("--storage", default=None,
+                     help="Optuna storage URL shared by the study's workers, e.g. postgresql://USER:PASS@HOST/optuna. "
+                          "Default: sqlite:///mlruns/optuna.db."),
+        click.option("--tracking-uri", default=None,
+                     help="MLflow tracking URI, e.g. http://HOST:5000. Default: $MLFLOW_TRACKING_URI, else "
+                          "sqlite:///mlruns/mlflow.db (a worker: the study's)."),
+        click.option("--heartbeat-interval", type=click.IntRange(1), default=60, show_default=True,
+                     help="Seconds between a running trial's heartbeats."),
+        click.option("--grace-period", type=click.IntRange(2), default=180, show_default=True,
+                     help="Seconds without a heartbeat after which a trial's worker counts as dead: the trial is "
+                          "FAILED and queued again."),
+        click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="Stop starting trials after this many seconds."),
+        click.option("--device", default="auto", show_default=True),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
 
-    from hcmbench.data import resolve_data_root
 
-    model_class(model_name)  # an unknown model fails here, before any store is touched
-    space = load_space(model_name, space_file)
-    data_root = resolve_data_root(data_root, announce=_say)
-    with _sweep_display(trials) as display:
-        try:
-            result = run_sweep(model_name, trials, space, study_name, storage, timeout, data_root, epochs, seed,
-                               device, display=display)
-        except KeyboardInterrupt:
-            click.echo("stopped: the running trial was ended; run the same command again to continue the study",
-                       err=True)
-            raise SystemExit(130) from None
-    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.counts.items()))
-    _say(f"Study {result.study_name}: {result.trials_run} trials run ({counts}).")
+def _summarise(result) -> None:
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.counts.items())) or "none"
+    _say(f"Study {result.study_name}: {result.trials_run} trials run here ({counts}); "
+         + ("all its trials have ended." if result.finished else f"its total is {result.total} trials."))
     if result.best_number is None:
         console.print("No trial finished: nothing to compare or promote yet.")
     else:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.best_params.items())
-        console.print(f"Best: trial {result.best_number}, {space.metric} {result.best_value:.4g} ({params})",
+        console.print(f"Best: trial {result.best_number}, {result.metric} {result.best_value:.4g} ({params})",
                       highlight=False, soft_wrap=True)
-    console.print(f"MLflow parent run: {result.parent_run_id}   (hcmbench ui; hcmbench promote --model {model_name})",
+    console.print(f"MLflow parent run: {result.parent_run_id}   (hcmbench ui; hcmbench promote --model {result.model})",
                   highlight=False, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        click.echo("stopped: the running trial was ended and queued again; run the same command to continue",
+                   err=True)
+        raise SystemExit(130) from None
+
+
+@main.command()
+@click.option("--model", "model_name", required=True, help="Model to sweep: vae, gan, dcgan, acgan, infogan, ddpm.")
+@click.option("--trials", type=click.IntRange(1), default=20, show_default=True,
+              help="The study's total number of trials, over every worker; the same command continues it.")
+@click.option("--study", "study_name", default=None, help="Optuna study name. Default: hcmbench-<model>.")
+@click.option("--space", "space_file", type=click.Path(path_type=Path), default=None,
+              help="Search-space YAML. Default: sweeps/<model>.yaml (copy it to edit).")
+@data_option
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Epoch budget per trial. Default: the search space's.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@distributed_options
+def sweep(model_name: str, trials: int, study_name: str | None, space_file: Path | None, data_root: Path | None,
+          epochs: int | None, seed: int, storage: str | None, tracking_uri: str | None, heartbeat_interval: int,
+          grace_period: int, timeout: float | None, device: str) -> None:
+    """Tune a model with an Optuna study; every trial is an MLflow run (browse them with `hcmbench ui`).
+
+    `hcmbench worker` processes, here or on other machines, can join the study and share its trials.
+    """
+    from hcmbench.data import resolve_data_root
+    from hcmbench.models.base import model_class
+    from hcmbench.sweep import Heartbeat, load_space, run_sweep
+    from hcmbench.tracking import use_tracking_uri
+
+    model_class(model_name)  # an unknown model fails here, before any store is touched
+    space = load_space(model_name, space_file)
+    heartbeat = Heartbeat(heartbeat_interval, grace_period)
+    data_root = resolve_data_root(data_root, announce=_say)
+    use_tracking_uri(tracking_uri)
+    with _sweep_display(trials) as display, _interruptible():
+        result = run_sweep(model_name, trials, space, study_name, storage, timeout, data_root, epochs, seed,
+                           device, display=display, heartbeat=heartbeat)
+    _summarise(result)
+
+
+@main.command()
+@click.option("--study", "study_name", required=True, help="The study to join (made by `hcmbench sweep`).")
+@click.option("--data", "data_root", type=click.Path(path_type=Path), default=None,
+              help="This machine's copy of the study's data. Default: the study's data root, or the built-in "
+                   "phantom if the study uses it.")
+@click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="Seconds to wait for the study to appear (workers may start before `hcmbench sweep`).")
+@distributed_options
+def worker(study_name: str, data_root: Path | None, wait: float, storage: str | None, tracking_uri: str | None,
+           heartbeat_interval: int, grace_period: int, timeout: float | None, device: str) -> None:
+    """Join a sweep's study and run its trials until it has its total; start as many as you like, anywhere.
+
+    A worker then waits for trials running elsewhere and takes over any whose worker dies.
+    """
+    from hcmbench.sweep import Heartbeat, default_storage, run_worker
+    from hcmbench.tracking import use_tracking_uri
+
+    heartbeat = Heartbeat(heartbeat_interval, grace_period)
+    use_tracking_uri(tracking_uri)
+    with _sweep_display(None) as display, _interruptible():
+        result = run_worker(study_name, storage or default_storage(), data_root, device, timeout, wait,
+                            display=display, heartbeat=heartbeat)
+    _summarise(result)
 
 
 @main.command()
@@ -579,13 +642,20 @@ def _status(message: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _sweep_display(trials: int) -> Iterator[Callable[[object], None]]:
-    """A live line (trial, epoch, best so far) on a terminal, else one line per finished trial."""
-    from hcmbench.sweep import Preparing, TrialEnded, TrialEpoch, TrialStarted
+def _sweep_display(trials: int | None) -> Iterator[Callable[[object], None]]:
+    """A live line (trial, epoch, study-wide progress, best so far) on a terminal, else one line per event
+    worth logging (trials ended, waiting for other workers)."""
+    from hcmbench.sweep import Joined, Preparing, TrialEnded, TrialEpoch, TrialStarted, Waiting
 
     def line(event: object) -> str | None:
         if isinstance(event, Preparing):
             return event.message + " …"
+        if isinstance(event, Joined):
+            return f"Study {event.study}: {event.done} of {event.total} trials ended; working as {event.worker}"
+        if isinstance(event, Waiting):
+            running = ", ".join(map(str, event.running))
+            return (f"waiting for trial(s) {running} running on other workers (a worker silent for "
+                    f"{event.grace} s is taken for dead and its trial run again)")
         if isinstance(event, TrialEnded):
             value = "" if event.value is None else f" value {event.value:.4g}"
             best = "" if event.best_value is None else f"; best {event.best_value:.4g} (trial {event.best_number})"
@@ -597,31 +667,38 @@ def _sweep_display(trials: int) -> Iterator[Callable[[object], None]]:
         yield lambda event: None
         return
     if not err_console.is_terminal:
+        last = {"text": ""}
+
         def log(event: object) -> None:
             text = line(event)
-            if text:
+            if text and text != last["text"]:  # a worker that waits says so once, not every poll
                 _say(text)
+                last["text"] = text
 
         yield log
         return
     with _bar() as bar:
         task = bar.add_task("sweep", total=trials)
-        state = {"best": "", "done": 0}
+        state = {"best": ""}
 
         def update(event: object) -> None:
             if isinstance(event, Preparing):
                 bar.update(task, description="preparing the data and the feature space")
+            elif isinstance(event, Joined):
+                bar.update(task, total=event.total, completed=event.done)
+            elif isinstance(event, Waiting):
+                bar.update(task, description=f"waiting for trial(s) {', '.join(map(str, event.running))} "
+                                             f"on other workers{state['best']}")
             elif isinstance(event, TrialStarted):
                 bar.update(task, description=f"trial {event.number}{state['best']}")
             elif isinstance(event, TrialEpoch):
                 bar.update(task, description=f"trial {event.number} epoch {event.epoch}/{event.epochs} "
                                              f"val {event.val_score:.4g}{state['best']}")
             elif isinstance(event, TrialEnded):
-                state["done"] += 1
                 if event.best_value is not None:
                     state["best"] = f"  best {event.best_value:.4g} (trial {event.best_number})"
                 bar.console.print(line(event), highlight=False)
-                bar.update(task, completed=state["done"])
+                bar.update(task, completed=event.done)
 
         yield update
 

@@ -91,6 +91,7 @@ class SearchSpace:
     data: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     source: str = ""
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)  # the YAML mapping, stored with the study
 
     def data_config(self) -> DataConfig:
         return DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.data.items()})
@@ -118,12 +119,19 @@ def default_space_path(model: str) -> Path:
 def load_space(model: str, path: str | Path | None = None) -> SearchSpace:
     """Read and check a search-space YAML (default: sweeps/<model>.yaml). Problems raise HcmbenchError."""
     from hcmbench.config import load_yaml
-    from hcmbench.models.base import model_defaults
 
     path = Path(path) if path is not None else default_space_path(model)
     if not path.is_file():
         raise HcmbenchError(f"{path}: no such search-space file")
-    raw = load_yaml(path)
+    return parse_space(model, load_yaml(path), str(path))
+
+
+def parse_space(model: str, raw: Any, path: str) -> SearchSpace:
+    """Check a search-space mapping (as read from YAML, or as stored with a study); `path` names it in errors."""
+    import copy
+
+    from hcmbench.models.base import model_defaults
+
     if not isinstance(raw, dict):
         raise HcmbenchError(f"{path}: a search space is a YAML mapping")
     unknown = sorted(set(raw) - {"model", "objective", "budget", "data", "train", "params"})
@@ -186,7 +194,7 @@ def load_space(model: str, path: str | Path | None = None) -> SearchSpace:
     if unknown:
         raise HcmbenchError(f"{path}: unknown train setting(s) {', '.join(unknown)}")
     space = SearchSpace(model, tuple(params), metric, direction, images, dict(sampling), epochs, pruner, startup,
-                        warmup, dict(raw.get("data") or {}), train, str(path))
+                        warmup, dict(raw.get("data") or {}), train, str(path), copy.deepcopy(raw))
     try:
         space.data_config()
         TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in train.items()})
@@ -201,6 +209,16 @@ def load_space(model: str, path: str | Path | None = None) -> SearchSpace:
 @dataclass(frozen=True)
 class Preparing:
     message: str
+
+
+@dataclass(frozen=True)
+class Joined:
+    """This process works on the study: `done` of its `total` trials have ended so far."""
+
+    study: str
+    total: int
+    done: int
+    worker: str
 
 
 @dataclass(frozen=True)
@@ -225,6 +243,15 @@ class TrialEnded:
     best_value: float | None
     best_number: int | None
     reason: str = ""
+    done: int = 0  # the study's trials ended so far, by every worker
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Nothing left to start, but trials run elsewhere; one whose worker goes silent is queued again."""
+
+    running: tuple[int, ...]
+    grace: int
 
 
 SweepDisplay = Callable[[Any], None]
@@ -235,14 +262,80 @@ class SweepResult:
     study_name: str
     storage: str
     parent_run_id: str
-    trials_run: int
+    trials_run: int  # by this process
     best_number: int | None
     best_value: float | None
     best_params: dict[str, Any]
-    counts: dict[str, int]
+    counts: dict[str, int]  # this process's trials by final state
+    total: int = 0  # the study's trial budget
+    finished: bool = False  # the study has all its trials
+    model: str = ""
+    metric: str = ""
 
 
-# -- the study ------------------------------------------------------------------------------------------
+# -- the study and its settings ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """How a dead worker is noticed. A running trial records a heartbeat every `interval` seconds; one
+    silent for `grace` seconds is FAILED by the next worker that looks, and queued again with the same
+    parameters, up to `max_retry` times."""
+
+    interval: int = 60
+    grace: int = 180
+    max_retry: int = 3
+
+    def __post_init__(self) -> None:
+        if self.interval < 1 or self.grace <= self.interval or self.max_retry < 0:
+            raise HcmbenchError(f"heartbeat: need interval ≥ 1 s and grace > interval (got interval "
+                                f"{self.interval} s, grace {self.grace} s) and max_retry ≥ 0")
+
+
+SETTINGS_ATTR = "hcmbench"
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """What a worker needs to join a study, stored in the study itself (one user attribute), so that
+    `hcmbench worker --study NAME --storage URL` on any machine runs the same trials."""
+
+    model: str
+    space: dict[str, Any]  # the search-space mapping
+    source: str  # where it was read from
+    trials: int  # the study-wide total
+    epochs: int
+    seed: int
+    data: str  # the data root where the study was created; "" for the built-in phantom
+    tracking_uri: str
+    parent_run: str
+
+    # a study keeps these for life: changing them mid-study would mix incomparable trials
+    FIXED = ("model", "space", "epochs", "seed")
+
+    def differences(self, other: "StudySettings") -> list[str]:
+        return [name for name in self.FIXED if getattr(self, name) != getattr(other, name)]
+
+    @classmethod
+    def of(cls, study: Any) -> "StudySettings | None":
+        stored = study.user_attrs.get(SETTINGS_ATTR)
+        if not isinstance(stored, dict):
+            return None
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in stored.items() if k in names})
+
+    def store(self, study: Any) -> None:
+        study.set_user_attr(SETTINGS_ATTR, dataclasses.asdict(self))
+
+
+def display_url(url: str) -> str:
+    """A database URL with its password masked, for messages and tags."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("@")[-1]
 
 
 def _pruner(space: SearchSpace) -> Any:
@@ -255,19 +348,169 @@ def _pruner(space: SearchSpace) -> Any:
     return optuna.pruners.NopPruner()
 
 
-def _storage(url: str) -> Any:
-    """Optuna storage with heartbeats for database URLs, so trials of a killed process are failed later."""
+def _storage(url: str, heartbeat: Heartbeat) -> Any:
+    """Optuna's RDB storage with heartbeats, and a stale trial queued again with the same parameters."""
+    import warnings
+
     import optuna
 
     if url == default_storage():
         Path("mlruns").mkdir(exist_ok=True)
-    if url.startswith(("sqlite:", "postgresql", "mysql")):
-        import warnings
+    if not url.startswith(("sqlite:", "postgresql", "mysql")):
+        raise HcmbenchError(f"storage {display_url(url)}: use a sqlite:///FILE, postgresql://… or mysql://… URL")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=None if url.startswith("sqlite:") else {"pool_pre_ping": True},
+            heartbeat_interval=heartbeat.interval, grace_period=heartbeat.grace,
+            heartbeat_stale_trial_callback=retry)
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=180)
-    return url
+
+def _open_study(url: str, name: str, direction: str | None, heartbeat: Heartbeat) -> tuple[Any, Any]:
+    """(study, its storage) for the study `name` at `url`: created (to `direction`) when missing, or
+    loaded when `direction` is None."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported with their reasons by the display
+    try:
+        storage = _storage(url, heartbeat)
+        if direction is None:
+            return optuna.load_study(study_name=name, storage=storage), storage
+        return optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
+                                   direction=direction), storage
+    except HcmbenchError:
+        raise
+    except KeyError:
+        raise HcmbenchError(f"no study {name!r} at {display_url(url)}: create it with `hcmbench sweep`") from None
+    except ModuleNotFoundError as exc:
+        raise HcmbenchError(f"storage {display_url(url)} needs the {exc.name} package: "
+                            "pip install 'hcmbench[postgres]'") from None
+    except Exception as exc:  # bad URL, unreachable database, ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HcmbenchError(f"cannot open the Optuna study {name!r} at {display_url(url)}: {first}") from None
+
+
+class _StudyLock:
+    """One process at a time decides whether the study has budget left and claims a trial, so that many
+    workers on many machines run exactly the study's total: a PostgreSQL advisory lock (MySQL: GET_LOCK)
+    held on its own connection, or a file lock beside a SQLite file. A dead process's lock goes with it."""
+
+    def __init__(self, url: str, study: str) -> None:
+        import hashlib
+
+        from sqlalchemy.engine import make_url
+
+        parsed = make_url(url)
+        self.backend, self.name = parsed.get_backend_name(), f"hcmbench:{study}"
+        self.key = int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:8], "big", signed=True)
+        self.engine = self.connection = self.file = None
+        self.path = Path(f"{parsed.database}.lock") if self.backend == "sqlite" and parsed.database not in (
+            None, "", ":memory:") else None
+        if self.backend != "sqlite":
+            import sqlalchemy
+            from sqlalchemy.pool import NullPool
+
+            self.engine = sqlalchemy.create_engine(url, poolclass=NullPool)
+
+    def __enter__(self) -> "_StudyLock":
+        import sqlalchemy
+
+        if self.path is not None:
+            import fcntl
+
+            self.file = open(self.path, "a")
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+        elif self.engine is not None:
+            self.connection = self.engine.connect()
+            statement = ("SELECT pg_advisory_lock(:key)" if self.backend == "postgresql"
+                         else "SELECT GET_LOCK(:name, -1)")
+            self.connection.execute(sqlalchemy.text(statement), {"key": self.key, "name": self.name})
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import sqlalchemy
+
+        if self.file is not None:
+            self.file.close()  # closing releases the flock
+            self.file = None
+        if self.connection is not None:
+            statement = ("SELECT pg_advisory_unlock(:key)" if self.backend == "postgresql"
+                         else "SELECT RELEASE_LOCK(:name)")
+            try:
+                self.connection.execute(sqlalchemy.text(statement), {"key": self.key, "name": self.name})
+            finally:
+                self.connection.close()  # a session lock also ends with its connection
+                self.connection = None
+
+
+class _Heartbeats:
+    """Records a running trial's heartbeat now, then every `interval` seconds from a background thread."""
+
+    def __init__(self, storage: Any, trial_id: int, interval: int) -> None:
+        import threading
+
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{trial_id}", daemon=True)
+
+    def start(self) -> "_Heartbeats":
+        self.storage.record_heartbeat(self.trial_id)
+        self.thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # a database hiccup: the next beat tries again, the grace period covers a few
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
+def _superseded(trials: list[Any]) -> set[int]:
+    """Numbers of failed trials that were queued again (their retries carry them in `retry_history`)."""
+    return {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+
+
+def _ended(trials: list[Any]) -> int:
+    """How many of the study's trials have ended for good (a failed trial that is retried has not)."""
+    gone = _superseded(trials)
+    return sum(1 for t in trials if t.state.is_finished() and t.number not in gone)
+
+
+def _claim(study: Any, storage: Any, lock: _StudyLock, total: int, seed: int,
+           worker: str) -> tuple[Any, _Heartbeats] | None:
+    """The next trial for this process and its running heartbeats, or None when the study has no budget
+    left and nothing queued.
+
+    Queued trials (enqueued by hand, or a dead worker's trial queued again) are taken first; otherwise a new
+    trial is created while the trials that count, those not superseded by a retry, number fewer than
+    `total`. The sampler is seeded by the trial count, so one process reproduces a run and parallel
+    workers do not draw the same parameters.
+    """
+    import warnings
+
+    import optuna
+
+    state = optuna.trial.TrialState
+    with lock:
+        trials = study.get_trials(deepcopy=False)
+        queued = any(t.state == state.WAITING for t in trials)
+        if not queued and len(trials) - len(_superseded(trials)) >= total:
+            return None
+        study.sampler = optuna.samplers.TPESampler(seed=seed + len(trials), constant_liar=True)
+        with warnings.catch_warnings():  # Optuna warns that heartbeats go with optimize(): _Heartbeats beats here
+            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+            trial = study.ask()
+        trial_id = storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name(study.study_name), trial.number)
+        beats = _Heartbeats(storage, trial_id, storage.heartbeat_interval).start()  # before anyone may judge it
+    trial.set_user_attr("worker", worker)
+    return trial, beats
 
 
 class _PruneOnValidation:
@@ -299,71 +542,192 @@ def _best(study: Any) -> tuple[int | None, float | None, dict[str, Any]]:
 def run_sweep(model: str, trials: int, space: SearchSpace | None = None, study_name: str | None = None,
               storage: str | None = None, timeout: float | None = None, data_root: str | Path | None = None,
               epochs: int | None = None, seed: int = 0, device: str = "auto",
-              display: SweepDisplay | None = None) -> SweepResult:
-    """Run `trials` more trials of the study `study_name` (default `hcmbench-<model>`) in `storage`.
+              display: SweepDisplay | None = None, heartbeat: Heartbeat = Heartbeat()) -> SweepResult:
+    """Create the study `study_name` (default `hcmbench-<model>`) in `storage`, or continue it, and run its
+    trials here until it has `trials` in all; `hcmbench worker` processes may join it meanwhile.
 
-    The same name and storage continue a study: its trials so far count for the sampler and the best
-    value. A trial that diverges or raises is FAILED with its reason and the study goes on; Ctrl-C
-    (KeyboardInterrupt) ends the running trial and its MLflow run as stopped and is re-raised, leaving the
-    study resumable.
+    The study stores its settings (model, search space, epochs, seed, data root, tracking URI), so that
+    workers need only its name and storage; continuing a study with a different search space, epochs or
+    seed is refused. A trial that diverges or raises is FAILED with its reason and the study goes on.
+    Ctrl-C (KeyboardInterrupt) ends the running trial, queues it again and is re-raised: the same command
+    continues the study.
     """
-    import optuna
-
     from hcmbench import tracking
-    from hcmbench.data import resolve_data_root
+    from hcmbench.data import default_phantom_root, resolve_data_root
 
     if trials < 1:
         raise HcmbenchError(f"trials must be at least 1, got {trials}")
     space = space or load_space(model)
     if space.model != model:
         raise HcmbenchError(f"the search space is for {space.model}, not {model}")
-    epochs = epochs or space.epochs
     study_name = study_name or f"hcmbench-{model}"
     storage = storage or default_storage()
     data_root = resolve_data_root(data_root)
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported with their reasons by the display
-    try:
-        study = optuna.create_study(study_name=study_name, storage=_storage(storage), load_if_exists=True,
-                                    direction=space.direction,
-                                    sampler=optuna.samplers.TPESampler(seed=seed),
-                                    pruner=_pruner(space))
-    except Exception as exc:  # bad URL, unreachable database, ...
-        raise HcmbenchError(f"cannot open the Optuna study {study_name!r} at {storage}: "
-                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    study, rdb = _open_study(storage, study_name, space.direction, heartbeat)
     if study.direction.name.lower() != space.direction:
         raise HcmbenchError(f"study {study_name!r} was created to {study.direction.name.lower()}, "
                             f"but the search space asks to {space.direction}: use another --study")
-    # a resumed study gets a new sampler seed, else its random start-up trials would repeat the first ones
-    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials))
-
     mlflow_client = tracking.client()
     experiment_id = tracking.ensure_experiment(mlflow_client, model)
+    phantom = data_root.resolve() == default_phantom_root().resolve()
+    settings = StudySettings(model, space.raw, space.source, trials, epochs or space.epochs, seed,
+                             "" if phantom else str(data_root.resolve()), tracking.tracking_uri(), "")
+    before = StudySettings.of(study)
+    if before is not None and settings.differences(before):
+        raise HcmbenchError(f"study {study_name!r} was created with another "
+                            f"{' and '.join(settings.differences(before))}: continue it with the same settings, "
+                            "or start a new one with --study NAME")
     parent = _parent_run(mlflow_client, experiment_id, model, study_name, storage, space)
-    alive = {t.number for t in study.trials if t.state == optuna.trial.TrialState.RUNNING}
-    tracking.end_orphans(mlflow_client, experiment_id, study_name, alive)
-    scorer = _TrialScorer(data_root, space, seed, device)
+    settings = dataclasses.replace(settings, parent_run=parent)
+    settings.store(study)
+    return _work(study, rdb, storage, settings, space, data_root, device, timeout, display, heartbeat)
+
+
+def run_worker(study_name: str, storage: str, data_root: str | Path | None = None, device: str = "auto",
+               timeout: float | None = None, wait: float = 0, display: SweepDisplay | None = None,
+               heartbeat: Heartbeat = Heartbeat()) -> SweepResult:
+    """Join the study `study_name` created by `hcmbench sweep` (on this or another machine) and run its
+    trials until it has its total, then wait for the trials running elsewhere, taking over any whose
+    worker dies. `wait` seconds are allowed for the study to appear (workers may start before `sweep`).
+
+    Data: `data_root`, else the study's data root when it exists here, else the built-in phantom when the
+    study was made on it. MLflow: $MLFLOW_TRACKING_URI when set, else the study's tracking URI.
+    """
+    import time
+
+    from hcmbench import tracking
+    from hcmbench.data import resolve_data_root
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            study, rdb = _open_study(storage, study_name, None, heartbeat)
+            settings = StudySettings.of(study)
+        except HcmbenchError:
+            if time.monotonic() >= deadline:
+                raise
+            settings = None
+        if settings is not None:
+            break
+        if time.monotonic() >= deadline:
+            raise HcmbenchError(f"study {study_name!r} at {display_url(storage)} was not made by `hcmbench sweep`"
+                                " (it has no settings to run it with)")
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    if tracking.uses_default_store():
+        uri = settings.tracking_uri
+        if uri.startswith("sqlite:") and not Path(uri.split("sqlite:///", 1)[-1]).exists():
+            raise HcmbenchError(f"study {study_name!r} is tracked in {uri}, a file on the machine that made it: "
+                                "pass --tracking-uri http://… (an MLflow server) here")
+        tracking.use_tracking_uri(uri)
+    if data_root is None and settings.data:
+        if not Path(settings.data).is_dir():
+            raise HcmbenchError(f"study {study_name!r} trains on {settings.data}, which is not on this machine: "
+                                "pass --data with this machine's copy")
+        data_root = settings.data
+    space = parse_space(settings.model, settings.space, settings.source)
+    return _work(study, rdb, storage, settings, space, resolve_data_root(data_root), device, timeout, display,
+                 heartbeat)
+
+
+def _work(study: Any, storage: Any, storage_url: str, settings: StudySettings, space: SearchSpace, data_root: Path, device: str,
+          timeout: float | None, display: SweepDisplay | None, heartbeat: Heartbeat) -> SweepResult:
+    """The loop every process runs: claim a trial, train and score it, tell Optuna, end its MLflow run."""
+    import gc
+    import os
+    import socket
+    import time
+    import warnings
+
+    import optuna
+
+    from hcmbench import tracking
+
+    state = optuna.trial.TrialState
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    study.pruner = _pruner(space)
+    mlflow_client = tracking.client()
+    experiment_id = tracking.ensure_experiment(mlflow_client, settings.model)
+    mlflow_client.update_run(settings.parent_run, status="RUNNING")
+    scorer = _TrialScorer(data_root, space, settings.seed, device)
     if display is not None:
         display(Preparing(f"Preparing {data_root}: preprocessing, and the feature space used to score trials "
                           "(trained once per dataset, then cached)"))
     scorer.prepare()  # bad data fail here, once, rather than in every trial
-    objective = _Objective(model, space, epochs, seed, device, data_root, scorer, mlflow_client, experiment_id,
-                           parent, study_name, display)
-    before = {t.number for t in study.trials if t.state.is_finished()}
-    try:
-        study.optimize(objective, n_trials=trials, timeout=timeout, catch=(Exception,), gc_after_trial=True)
-    except KeyboardInterrupt:
-        _finish_parent(mlflow_client, parent, study, "KILLED")
-        raise
-    except Exception:
-        _finish_parent(mlflow_client, parent, study, "FAILED")
-        raise
-    _finish_parent(mlflow_client, parent, study, "FINISHED")
+    objective = _Objective(settings.model, space, settings.epochs, settings.seed, device, data_root, scorer,
+                           mlflow_client, experiment_id, settings.parent_run, study.study_name, worker, display)
+    lock = _StudyLock(storage_url, study.study_name)
     counts: dict[str, int] = {}
-    ran = [t for t in study.trials if t.state.is_finished() and t.number not in before]
-    for t in ran:
-        counts[t.state.name] = counts.get(t.state.name, 0) + 1
+    started = time.monotonic()
+
+    def tidy() -> list[Any]:
+        """Fail and queue again the trials of dead workers; end their MLflow runs. Returns the trials."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        trials = study.get_trials(deepcopy=False)
+        tracking.end_orphans(mlflow_client, experiment_id, study.study_name, {t.number: t.state.name for t in trials})
+        return trials
+
+    if display is not None:
+        display(Joined(study.study_name, settings.trials, _ended(tidy()), worker))
+    try:
+        while timeout is None or time.monotonic() - started < timeout:
+            trials = tidy()
+            claimed = _claim(study, storage, lock, settings.trials, settings.seed, worker)
+            if claimed is None:
+                running = tuple(t.number for t in trials if t.state == state.RUNNING)
+                if not running:
+                    break  # the study has all its trials
+                if display is not None:
+                    display(Waiting(running, heartbeat.grace))
+                time.sleep(min(heartbeat.interval, 5))
+                continue
+            trial, beats = claimed
+            try:
+                outcome = objective(trial)
+            except KeyboardInterrupt:
+                beats.close()
+                frozen = study.tell(trial, state=state.FAIL)
+                _requeue(study, frozen, heartbeat)
+                objective.end(trial, "STOPPED", "interrupted (Ctrl-C); queued again for when the study continues")
+                raise
+            study.tell(trial, outcome.value, state=state[outcome.state])
+            beats.close()
+            objective.end(trial, outcome.state, outcome.reason)
+            counts[outcome.state] = counts.get(outcome.state, 0) + 1
+            gc.collect()
+    except KeyboardInterrupt:
+        _leave(study, mlflow_client, settings.parent_run, "KILLED")
+        raise
+    finished = _leave(study, mlflow_client, settings.parent_run, "FINISHED", settings.trials)
     number, value, params = _best(study)
-    return SweepResult(study_name, storage, parent, len(ran), number, value, params, counts)
+    return SweepResult(study.study_name, storage_url, settings.parent_run, sum(counts.values()), number, value,
+                       params, counts, settings.trials, finished, settings.model, space.metric)
+
+
+def _requeue(study: Any, trial: Any, heartbeat: Heartbeat) -> None:
+    """Queue an interrupted trial again with its parameters, as a dead worker's trial is."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)(study, trial)
+
+
+def _leave(study: Any, mlflow_client: Any, parent: str, status: str, total: int | None = None) -> bool:
+    """This process stops working on the study. The last one out (no trial running elsewhere) closes the
+    parent run with the best trial so far. Returns whether the study has all its trials."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
+        return False
+    finished = total is not None and _ended(trials) >= total and not any(
+        t.state == optuna.trial.TrialState.WAITING for t in trials)
+    _finish_parent(mlflow_client, parent, study, status)
+    return finished
 
 
 def _parent_run(mlflow_client: Any, experiment_id: str, model: str, study: str, storage: str,
@@ -379,7 +743,7 @@ def _parent_run(mlflow_client: Any, experiment_id: str, model: str, study: str, 
         return run_id
     run = mlflow_client.create_run(experiment_id, run_name=study, tags={
         tracking.STUDY_TAG: study, tracking.ROLE_TAG: "study", tracking.MODEL_TAG: model,
-        "optuna.storage": storage.split("@")[-1], "hcmbench.space": space.source})
+        "optuna.storage": display_url(storage), "hcmbench.space": space.source})
     params = tracking.flatten_params({"objective": {"metric": space.metric, "direction": space.direction,
                                                     "images": space.images},
                                       "budget": {"epochs": space.epochs, "pruner": space.pruner}})
@@ -478,17 +842,25 @@ class _TrialScorer:
         return evaluate_sets({generator.model.name: (from_model_range(images), ms)}, self.inputs, config)
 
 
+@dataclass(frozen=True)
+class _Outcome:
+    state: str  # COMPLETE, PRUNED or FAIL
+    value: float | None = None
+    reason: str = ""
+
+
 class _Objective:
-    """One Optuna trial: train, score, and track it in a nested MLflow run."""
+    """One trial: train, score, and track it in a nested MLflow run, ended by `end` once Optuna knows."""
 
     def __init__(self, model: str, space: SearchSpace, epochs: int, seed: int, device: str, data_root: Path,
-                 scorer: _TrialScorer, mlflow_client: Any, experiment_id: str, parent: str, study: str,
+                 scorer: _TrialScorer, mlflow_client: Any, experiment_id: str, parent: str, study: str, worker: str,
                  display: SweepDisplay | None) -> None:
         self.model, self.space, self.epochs, self.seed, self.device = model, space, epochs, seed, device
         self.data_root, self.scorer, self.client = data_root, scorer, mlflow_client
-        self.experiment_id, self.parent, self.study, self.display = experiment_id, parent, study, display
+        self.experiment_id, self.parent, self.study, self.worker = experiment_id, parent, study, worker
+        self.display, self.runs = display, {}
 
-    def __call__(self, trial: Any) -> float:
+    def __call__(self, trial: Any) -> _Outcome:
         import optuna
 
         from hcmbench import engine, tracking
@@ -498,8 +870,9 @@ class _Objective:
             self.display(TrialStarted(trial.number, dict(trial.params)))
         run = self.client.create_run(self.experiment_id, run_name=f"{self.study}-trial-{trial.number:04d}", tags={
             "mlflow.parentRunId": self.parent, tracking.STUDY_TAG: self.study, tracking.ROLE_TAG: "trial",
-            tracking.MODEL_TAG: self.model, tracking.TRIAL_TAG: str(trial.number), tracking.STATE_TAG: "RUNNING"})
-        run_id = run.info.run_id
+            tracking.MODEL_TAG: self.model, tracking.TRIAL_TAG: str(trial.number), tracking.STATE_TAG: "RUNNING",
+            "hcmbench.worker": self.worker})
+        run_id = self.runs[trial.number] = run.info.run_id
         trial.set_user_attr("mlflow_run_id", run_id)
         data_config = self.space.data_config()
         train_config = TrainConfig(**{**train_overrides, "epochs": self.epochs, "seed": self.seed, "device": self.device})
@@ -511,7 +884,6 @@ class _Objective:
         logger = tracking.RunLogger(self.client, run_id)
         sign = 1.0 if self.space.direction == "minimize" else -1.0
         work = Path(tempfile.mkdtemp(prefix=f"hcmbench-trial-{trial.number}-"))
-        state, reason, value = "FAIL", "", None
         try:
             result = engine.train(self.model, self.data_root, work / "run", data_config, train_config, settings,
                                   callbacks=[logger, _PruneOnValidation(trial, sign, self.display)])
@@ -523,31 +895,25 @@ class _Objective:
                 value = getattr(table.rows[0], self.space.metric)
             if not math.isfinite(value):
                 raise HcmbenchError(f"the objective {self.space.metric} is {value}")
-            state = "COMPLETE"
-            return value
+            return _Outcome("COMPLETE", float(value))
         except optuna.TrialPruned as exc:
-            state, reason = "PRUNED", str(exc)
             logger.log_outputs(work / "run", checkpoint=False)  # a pruned trial's weights are not worth keeping
-            raise
-        except KeyboardInterrupt:
-            state, reason = "STOPPED", "interrupted (Ctrl-C)"
-            raise
+            return _Outcome("PRUNED", reason=str(exc))
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             trial.set_user_attr("fail_reason", reason)
-            raise
+            return _Outcome("FAIL", reason=reason)
         finally:
-            tracking.end_run(self.client, run_id, state, reason or None)
             shutil.rmtree(work, ignore_errors=True)
-            if self.display is not None:
-                self._report_end(trial, state, value if state == "COMPLETE" else None, reason)
 
-    def _report_end(self, trial: Any, state: str, value: float | None, reason: str) -> None:
-        import optuna
+    def end(self, trial: Any, state: str, reason: str = "") -> None:
+        """End the trial's MLflow run with its state (Optuna has been told first: a process that dies between
+        the two leaves a run that the next worker ends with the trial's state) and report it."""
+        from hcmbench import tracking
 
-        finished = [(t.value, t.number) for t in trial.study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))]
-        if value is not None:
-            finished.append((value, trial.number))
-        best = (min if self.space.direction == "minimize" else max)(finished) if finished else (None, None)
-        self.display(TrialEnded(trial.number, state, value, best[0], best[1], reason))
+        tracking.end_run(self.client, self.runs.pop(trial.number), state, reason or None)
+        if self.display is not None:
+            trials = trial.study.get_trials(deepcopy=False)
+            number, value, _ = _best(trial.study)
+            mine = next((t.value for t in trials if t.number == trial.number), None) if state == "COMPLETE" else None
+            self.display(TrialEnded(trial.number, state, mine, value, number, reason, _ended(trials)))

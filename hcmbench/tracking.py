@@ -33,6 +33,13 @@ def uses_default_store() -> bool:
     return not os.environ.get("MLFLOW_TRACKING_URI")
 
 
+def use_tracking_uri(uri: str | None) -> None:
+    """Track to `uri` (an http:// MLflow server, a database URL) from now on in this process; None keeps
+    the current choice."""
+    if uri:
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+
+
 def tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI when set, else the project's sqlite store under ./mlruns."""
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
@@ -204,17 +211,25 @@ def end_run(mlflow_client, run_id: str, state: str, reason: str | None = None) -
     mlflow_client.set_terminated(run_id, status=RUN_STATUS.get(state, "FAILED"))
 
 
-def end_orphans(mlflow_client, experiment_id: str, study: str, alive: set[int]) -> int:
-    """End the study's trial runs still marked RUNNING whose trial is not running any more (a process
-    that died without cleaning up): they become KILLED. Returns how many."""
+def end_orphans(mlflow_client, experiment_id: str, study: str, states: dict[int, str]) -> int:
+    """End the study's trial runs still marked RUNNING whose trial has ended (its process died without
+    closing the run): each gets its trial's state, `states[number]` (a FAILED trial of a worker that stopped
+    sending heartbeats becomes a FAILED run); a run whose trial is unknown ends KILLED. Runs of trials still
+    RUNNING or WAITING are left alone. Returns how many runs were ended."""
     runs = mlflow_client.search_runs([experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{study}' and "
                                      "attributes.status = 'RUNNING'")
     count = 0
     for run in runs:
         trial = run.data.tags.get(TRIAL_TAG)
-        if trial is not None and int(trial) not in alive:
-            end_run(mlflow_client, run.info.run_id, "STOPPED", "the process running it ended without closing it")
-            count += 1
+        if trial is None:
+            continue
+        state = states.get(int(trial), "STOPPED")
+        if state in ("RUNNING", "WAITING"):
+            continue
+        reason = ("its worker stopped sending heartbeats (killed or disconnected); the trial is queued again"
+                  if state == "FAIL" else "the process running it ended without closing its run")
+        end_run(mlflow_client, run.info.run_id, state, reason)
+        count += 1
     return count
 
 

@@ -97,8 +97,8 @@ def test_a_sweep_tracks_every_trial_prunes_fails_and_resumes(split_phantom, work
     assert "became nan" in failed.data.tags["hcmbench.reason"]
     assert "pruned at epoch 1" in pruned.data.tags["hcmbench.reason"] and "checkpoints/best.pt" not in artifacts(pruned)
 
-    again = run_sweep("toy", 1, space, study_name="s", data_root=split_phantom, seed=0)
-    assert again.trials_run == 1
+    again = run_sweep("toy", 4, space, study_name="s", data_root=split_phantom, seed=0)  # a total: one more
+    assert again.trials_run == 1 and again.finished and again.total == 4
     study = optuna.load_study(study_name="s", storage=default_storage())
     assert len(study.trials) == 4
     runs = runs_of("s")
@@ -106,13 +106,18 @@ def test_a_sweep_tracks_every_trial_prunes_fails_and_resumes(split_phantom, work
 
 
 def test_sweep_command_prints_trials_and_the_best(split_phantom, workdir):
-    path = write_space(workdir, params={"lr": {"low": 0.01, "high": 0.1, "log": True}})
+    path = write_space(workdir, params={"lr": {"low": 0.01, "high": 0.1, "log": True}},
+                       budget={"epochs": 2, "pruner": "none"})
     result = CliRunner().invoke(main, ["sweep", "--model", "toy", "--trials", "2", "--space", str(path),
                                        "--data", str(split_phantom), "--study", "cli"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "trial   0 complete" in result.output and "trial   1 complete" in result.output
     assert "Best: trial" in result.output and "fid" in result.output
-    assert sorted(p.name for p in (workdir / "mlruns").iterdir()) == ["artifacts", "mlflow.db", "optuna.db"]
+    assert "2 trials run here (2 complete); all its trials have ended." in result.output
+    again = CliRunner().invoke(main, ["sweep", "--model", "toy", "--trials", "2", "--space", str(path),
+                                      "--data", str(split_phantom), "--study", "cli"], catch_exceptions=False)
+    assert again.exit_code == 0 and "0 trials run here (none); all its trials have ended." in again.output
+    assert sorted(p.name for p in (workdir / "mlruns").iterdir()) == ["artifacts", "mlflow.db", "optuna.db", "optuna.db.lock"]
 
 
 @pytest.mark.parametrize("change, message", [
