@@ -462,9 +462,9 @@ def figure(sources: tuple[str, ...], out: Path, data_root: Path | None, names: t
 def distributed_options(command: Callable) -> Callable:
     """The options every process of a study takes: where the study and the runs live, and its heartbeats."""
     options = [
-        click.option("--storage", default=None,
+        click.option("--storage", default=None, envvar="HCMBENCH_STORAGE",
                      help="Optuna storage URL shared by the study's workers, e.g. postgresql://USER:PASS@HOST/optuna. "
-                          "Default: sqlite:///mlruns/optuna.db."),
+                          "Default: $HCMBENCH_STORAGE, else sqlite:///mlruns/optuna.db."),
         click.option("--tracking-uri", default=None,
                      help="MLflow tracking URI, e.g. http://HOST:5000. Default: $MLFLOW_TRACKING_URI, else "
                           "sqlite:///mlruns/mlflow.db (a worker: the study's)."),
@@ -527,16 +527,14 @@ def sweep(model_name: str, trials: int, study_name: str | None, space_file: Path
     from hcmbench.data import resolve_data_root
     from hcmbench.models.base import model_class
     from hcmbench.sweep import Heartbeat, load_space, run_sweep
-    from hcmbench.tracking import use_tracking_uri
 
     model_class(model_name)  # an unknown model fails here, before any store is touched
     space = load_space(model_name, space_file)
     heartbeat = Heartbeat(heartbeat_interval, grace_period)
     data_root = resolve_data_root(data_root, announce=_say)
-    use_tracking_uri(tracking_uri)
     with _sweep_display(trials) as display, _interruptible():
         result = run_sweep(model_name, trials, space, study_name, storage, timeout, data_root, epochs, seed,
-                           device, display=display, heartbeat=heartbeat)
+                           device, display=display, heartbeat=heartbeat, tracking_uri=tracking_uri)
     _summarise(result)
 
 
@@ -555,13 +553,11 @@ def worker(study_name: str, data_root: Path | None, wait: float, storage: str | 
     A worker then waits for trials running elsewhere and takes over any whose worker dies.
     """
     from hcmbench.sweep import Heartbeat, default_storage, run_worker
-    from hcmbench.tracking import use_tracking_uri
 
     heartbeat = Heartbeat(heartbeat_interval, grace_period)
-    use_tracking_uri(tracking_uri)
     with _sweep_display(None) as display, _interruptible():
         result = run_worker(study_name, storage or default_storage(), data_root, device, timeout, wait,
-                            display=display, heartbeat=heartbeat)
+                            display=display, heartbeat=heartbeat, tracking_uri=tracking_uri)
     _summarise(result)
 
 

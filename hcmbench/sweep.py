@@ -367,6 +367,22 @@ def _storage(url: str, heartbeat: Heartbeat) -> Any:
             heartbeat_stale_trial_callback=retry)
 
 
+def _retrying(make: Callable[[], Any], attempts: int = 5) -> Any:
+    """`make()`, tried again when it loses a race: processes that open a new database at the same moment
+    all create Optuna's tables, and all but one fail on the duplicates."""
+    import time
+
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return make()
+        except (IntegrityError, ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * (attempt + 1))
+
+
 def _open_study(url: str, name: str, direction: str | None, heartbeat: Heartbeat) -> tuple[Any, Any]:
     """(study, its storage) for the study `name` at `url`: created (to `direction`) when missing, or
     loaded when `direction` is None."""
@@ -374,7 +390,7 @@ def _open_study(url: str, name: str, direction: str | None, heartbeat: Heartbeat
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported with their reasons by the display
     try:
-        storage = _storage(url, heartbeat)
+        storage = _retrying(lambda: _storage(url, heartbeat))
         if direction is None:
             return optuna.load_study(study_name=name, storage=storage), storage
         return optuna.create_study(study_name=name, storage=storage, load_if_exists=True,
@@ -542,13 +558,15 @@ def _best(study: Any) -> tuple[int | None, float | None, dict[str, Any]]:
 def run_sweep(model: str, trials: int, space: SearchSpace | None = None, study_name: str | None = None,
               storage: str | None = None, timeout: float | None = None, data_root: str | Path | None = None,
               epochs: int | None = None, seed: int = 0, device: str = "auto",
-              display: SweepDisplay | None = None, heartbeat: Heartbeat = Heartbeat()) -> SweepResult:
+              display: SweepDisplay | None = None, heartbeat: Heartbeat = Heartbeat(),
+              tracking_uri: str | None = None) -> SweepResult:
     """Create the study `study_name` (default `hcmbench-<model>`) in `storage`, or continue it, and run its
     trials here until it has `trials` in all; `hcmbench worker` processes may join it meanwhile.
 
     The study stores its settings (model, search space, epochs, seed, data root, tracking URI), so that
     workers need only its name and storage; continuing a study with a different search space, epochs or
-    seed is refused. A trial that diverges or raises is FAILED with its reason and the study goes on.
+    seed is refused. Runs go to `tracking_uri` (default: `tracking.tracking_uri()`). A trial that diverges
+    or raises is FAILED with its reason and the study goes on.
     Ctrl-C (KeyboardInterrupt) ends the running trial, queues it again and is re-raised: the same command
     continues the study.
     """
@@ -567,11 +585,11 @@ def run_sweep(model: str, trials: int, space: SearchSpace | None = None, study_n
     if study.direction.name.lower() != space.direction:
         raise HcmbenchError(f"study {study_name!r} was created to {study.direction.name.lower()}, "
                             f"but the search space asks to {space.direction}: use another --study")
-    mlflow_client = tracking.client()
+    mlflow_client = tracking.client(tracking_uri)
     experiment_id = tracking.ensure_experiment(mlflow_client, model)
     phantom = data_root.resolve() == default_phantom_root().resolve()
     settings = StudySettings(model, space.raw, space.source, trials, epochs or space.epochs, seed,
-                             "" if phantom else str(data_root.resolve()), tracking.tracking_uri(), "")
+                             "" if phantom else str(data_root.resolve()), mlflow_client.tracking_uri, "")
     before = StudySettings.of(study)
     if before is not None and settings.differences(before):
         raise HcmbenchError(f"study {study_name!r} was created with another "
@@ -580,18 +598,19 @@ def run_sweep(model: str, trials: int, space: SearchSpace | None = None, study_n
     parent = _parent_run(mlflow_client, experiment_id, model, study_name, storage, space)
     settings = dataclasses.replace(settings, parent_run=parent)
     settings.store(study)
-    return _work(study, rdb, storage, settings, space, data_root, device, timeout, display, heartbeat)
+    return _work(study, rdb, storage, settings, space, data_root, device, timeout, display, heartbeat,
+                 mlflow_client)
 
 
 def run_worker(study_name: str, storage: str, data_root: str | Path | None = None, device: str = "auto",
                timeout: float | None = None, wait: float = 0, display: SweepDisplay | None = None,
-               heartbeat: Heartbeat = Heartbeat()) -> SweepResult:
+               heartbeat: Heartbeat = Heartbeat(), tracking_uri: str | None = None) -> SweepResult:
     """Join the study `study_name` created by `hcmbench sweep` (on this or another machine) and run its
     trials until it has its total, then wait for the trials running elsewhere, taking over any whose
     worker dies. `wait` seconds are allowed for the study to appear (workers may start before `sweep`).
 
     Data: `data_root`, else the study's data root when it exists here, else the built-in phantom when the
-    study was made on it. MLflow: $MLFLOW_TRACKING_URI when set, else the study's tracking URI.
+    study was made on it. MLflow: `tracking_uri`, else $MLFLOW_TRACKING_URI, else the study's tracking URI.
     """
     import time
 
@@ -613,12 +632,11 @@ def run_worker(study_name: str, storage: str, data_root: str | Path | None = Non
             raise HcmbenchError(f"study {study_name!r} at {display_url(storage)} was not made by `hcmbench sweep`"
                                 " (it has no settings to run it with)")
         time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
-    if tracking.uses_default_store():
-        uri = settings.tracking_uri
-        if uri.startswith("sqlite:") and not Path(uri.split("sqlite:///", 1)[-1]).exists():
-            raise HcmbenchError(f"study {study_name!r} is tracked in {uri}, a file on the machine that made it: "
-                                "pass --tracking-uri http://… (an MLflow server) here")
-        tracking.use_tracking_uri(uri)
+    if tracking_uri is None and tracking.uses_default_store():
+        tracking_uri = settings.tracking_uri
+        if tracking_uri.startswith("sqlite:") and not Path(tracking_uri.split("sqlite:///", 1)[-1]).exists():
+            raise HcmbenchError(f"study {study_name!r} is tracked in {tracking_uri}, a file on the machine that "
+                                "made it: pass --tracking-uri http://… (an MLflow server) here")
     if data_root is None and settings.data:
         if not Path(settings.data).is_dir():
             raise HcmbenchError(f"study {study_name!r} trains on {settings.data}, which is not on this machine: "
@@ -626,11 +644,12 @@ def run_worker(study_name: str, storage: str, data_root: str | Path | None = Non
         data_root = settings.data
     space = parse_space(settings.model, settings.space, settings.source)
     return _work(study, rdb, storage, settings, space, resolve_data_root(data_root), device, timeout, display,
-                 heartbeat)
+                 heartbeat, tracking.client(tracking_uri))
 
 
 def _work(study: Any, storage: Any, storage_url: str, settings: StudySettings, space: SearchSpace, data_root: Path, device: str,
-          timeout: float | None, display: SweepDisplay | None, heartbeat: Heartbeat) -> SweepResult:
+          timeout: float | None, display: SweepDisplay | None, heartbeat: Heartbeat,
+          mlflow_client: Any) -> SweepResult:
     """The loop every process runs: claim a trial, train and score it, tell Optuna, end its MLflow run."""
     import gc
     import os
@@ -645,7 +664,6 @@ def _work(study: Any, storage: Any, storage_url: str, settings: StudySettings, s
     state = optuna.trial.TrialState
     worker = f"{socket.gethostname()}:{os.getpid()}"
     study.pruner = _pruner(space)
-    mlflow_client = tracking.client()
     experiment_id = tracking.ensure_experiment(mlflow_client, settings.model)
     mlflow_client.update_run(settings.parent_run, status="RUNNING")
     scorer = _TrialScorer(data_root, space, settings.seed, device)
@@ -691,8 +709,12 @@ def _work(study: Any, storage: Any, storage_url: str, settings: StudySettings, s
                 _requeue(study, frozen, heartbeat)
                 objective.end(trial, "STOPPED", "interrupted (Ctrl-C); queued again for when the study continues")
                 raise
-            study.tell(trial, outcome.value, state=state[outcome.state])
             beats.close()
+            try:
+                study.tell(trial, outcome.value, state=state[outcome.state])
+            except optuna.exceptions.UpdateFinishedTrialError:  # silent too long: taken for dead, queued again
+                outcome = _Outcome("FAIL", reason="its heartbeats stopped reaching the storage for longer than "
+                                   "the grace period; another worker runs it again")
             objective.end(trial, outcome.state, outcome.reason)
             counts[outcome.state] = counts.get(outcome.state, 0) + 1
             gc.collect()

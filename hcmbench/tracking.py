@@ -33,13 +33,6 @@ def uses_default_store() -> bool:
     return not os.environ.get("MLFLOW_TRACKING_URI")
 
 
-def use_tracking_uri(uri: str | None) -> None:
-    """Track to `uri` (an http:// MLflow server, a database URL) from now on in this process; None keeps
-    the current choice."""
-    if uri:
-        os.environ["MLFLOW_TRACKING_URI"] = uri
-
-
 def tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI when set, else the project's sqlite store under ./mlruns."""
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
@@ -104,15 +97,18 @@ def _quiet_mlflow_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def client():
-    """An MlflowClient on `tracking_uri()`; the default sqlite store's folder is created if needed."""
+def client(uri: str | None = None):
+    """An MlflowClient on `uri` (default `tracking_uri()`); the default sqlite store's folder is created
+    if needed."""
     _quiet_mlflow_logs()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a "View run" line per run, else
     from mlflow.tracking import MlflowClient
 
-    if uses_default_store():
+    uri = uri or tracking_uri()
+    if uri == default_tracking_uri():
         STORE_DIR.mkdir(exist_ok=True)
-    return MlflowClient(tracking_uri=tracking_uri())
+    return MlflowClient(tracking_uri=uri)
 
 
 def ensure_experiment(mlflow_client, model: str) -> str:
@@ -123,7 +119,7 @@ def ensure_experiment(mlflow_client, model: str) -> str:
     if found is not None:
         return found.experiment_id
     location = None
-    if uses_default_store():
+    if mlflow_client.tracking_uri == default_tracking_uri():
         location = (STORE_DIR / "artifacts" / name).resolve().as_uri()
     try:
         return mlflow_client.create_experiment(name, artifact_location=location, tags={MODEL_TAG: model})

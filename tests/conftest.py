@@ -24,10 +24,11 @@ def one_thread():
 
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path_factory, monkeypatch) -> Path:
-    """Every test gets its own cache folder, and never the user's data or phantom."""
+    """Every test gets its own cache folder, and never the user's data, phantom or study storage."""
     folder = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("HCMBENCH_CACHE", str(folder))
     monkeypatch.delenv("HCMBENCH_DATA", raising=False)
+    monkeypatch.delenv("HCMBENCH_STORAGE", raising=False)
     return folder
 
 
