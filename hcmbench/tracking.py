@@ -58,6 +58,7 @@ def resolve_checkpoint(source: str | Path, download_to: str | Path | None = None
         raise HcmbenchError(f"{text}: no such checkpoint file (nor an MLflow run id, runs:/ or models:/ URI)")
     uri = f"runs:/{text}/{CHECKPOINT_ARTIFACT}" if RUN_ID.match(text) else text
     folder = Path(download_to) if download_to is not None else Path(tempfile.mkdtemp(prefix="hcmbench-"))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one tqdm bar per file, else
     try:
         import mlflow
 
@@ -341,6 +342,79 @@ def log_comparison(table, runs: dict[str, str]) -> str:
                 mlflow_client.log_metric(run.info.run_id, f"{key}/{row.name}", value)
     mlflow_client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
+
+
+def source_run_id(source: str) -> str | None:
+    """The MLflow run behind a generator source: a run id, a runs:/ URI, or a models:/NAME@ALIAS or
+    models:/NAME/VERSION URI (the registered version's run); None for a checkpoint file."""
+    text = str(source)
+    if RUN_ID.match(text):
+        return text
+    if text.startswith("runs:/"):
+        return text[len("runs:/"):].split("/")[0]
+    if text.startswith("models:/"):
+        name_version = text[len("models:/"):].split("/")
+        try:
+            mlflow_client = client()
+            if "@" in name_version[0]:
+                name, alias = name_version[0].split("@", 1)
+                return mlflow_client.get_model_version_by_alias(name, alias).run_id
+            return mlflow_client.get_model_version(name_version[0], name_version[1]).run_id
+        except Exception:  # not resolvable here: the utility figures are then simply not linked to a run
+            return None
+    return None
+
+
+UTILITY_EXPERIMENT = "utility"  # experiment hcmbench-utility
+
+
+def log_utility(result, sources: dict[str, str], paths: list[Path]) -> str:
+    """Log a utility experiment to `hcmbench-utility`: its settings as params, the table, CSV and plot as
+    artifacts, and per generator `utility/gain/<name>` with the source and its run as tags (which is how
+    `hcmbench compare` finds the figure of a run). Returns the run id."""
+    from dataclasses import asdict
+
+    mlflow_client = client()
+    experiment = ensure_experiment(mlflow_client, UTILITY_EXPERIMENT)
+    run = mlflow_client.create_run(experiment, run_name="utility", tags={ROLE_TAG: "utility"})
+    run_id = run.info.run_id
+    settings = {k: (",".join("all" if v is None else str(v) for v in value) if isinstance(value, tuple) else value)
+                for k, value in asdict(result.config).items()}
+    for key, value in flatten_params({"utility": settings, "data": {"root": result.data_root}}).items():
+        mlflow_client.log_param(run_id, key, value)
+    for name, source in sources.items():
+        mlflow_client.set_tag(run_id, f"hcmbench.source.{name}", source)
+        linked = source_run_id(source)
+        if linked:
+            mlflow_client.set_tag(run_id, f"hcmbench.source_run.{name}", linked)
+    for name, gain in result.gains().items():
+        if math.isfinite(gain):
+            mlflow_client.log_metric(run_id, f"utility/gain/{name}", gain)
+    for path in paths:
+        mlflow_client.log_artifact(run_id, str(path), "utility")
+    mlflow_client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def utility_gains(runs: dict[str, str]) -> dict[str, float]:
+    """{name: utility gain} for the generator runs `runs` ({name: run id}) that a utility experiment has
+    measured (the latest measurement of each)."""
+    mlflow_client = client()
+    experiment = mlflow_client.get_experiment_by_name(experiment_name(UTILITY_EXPERIMENT))
+    if experiment is None:
+        return {}
+    found = mlflow_client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                                      order_by=["attributes.start_time DESC"], max_results=200)
+    gains: dict[str, float] = {}
+    for name, run_id in runs.items():
+        for utility_run in found:
+            tags, metrics = utility_run.data.tags, utility_run.data.metrics
+            linked = [k.split(".", 2)[2] for k, v in tags.items() if k.startswith("hcmbench.source_run.") and v == run_id]
+            values = [metrics[f"utility/gain/{n}"] for n in linked if f"utility/gain/{n}" in metrics]
+            if values:
+                gains[name] = values[0]
+                break
+    return gains
 
 
 def ui_command(host: str = "127.0.0.1", port: int = 5000) -> list[str]:

@@ -96,6 +96,9 @@ class EvaluationRow:
     coverage: float
     diversity: float
     sample_ms: float = math.nan
+    # downstream utility (`hcmbench utility`): gain in patient-level balanced accuracy of HCM-vs-rest when
+    # this generator's images are added to scarce real data, over real data alone
+    utility: float = math.nan
 
 
 @dataclass
@@ -104,6 +107,16 @@ class EvaluationTable:
 
     rows: list[EvaluationRow]
     context: dict[str, Any] = field(default_factory=dict)
+
+    def with_utility(self, gains: dict[str, float]) -> "EvaluationTable":
+        """The table with each model row's utility gain filled in from `gains` (by row name)."""
+        from dataclasses import replace
+
+        rows = [replace(r, utility=gains[r.name]) if r.kind == "model" and r.name in gains else r for r in self.rows]
+        return EvaluationTable(rows, dict(self.context))
+
+    def has_utility(self) -> bool:
+        return any(math.isfinite(r.utility) for r in self.rows)
 
     def model_metrics(self, row: int = 0) -> dict[str, float]:
         """The tracking names (DESIGN.md) of a model row's figures: eval/ssim, eval/fid, ..."""
@@ -173,6 +186,10 @@ def display_rows(table: EvaluationTable, compact: bool = False) -> tuple[list[st
                      _num(r.fid, 2), _pm(r.kid * 1e3, r.kid_std * 1e3, digits - 1, sep), _num(r.precision, 2),
                      _num(r.recall, 2), _num(r.density, 2), _num(r.coverage, 2), _num(r.diversity, digits),
                      _num(r.sample_ms, 2)])
+    if table.has_utility():  # only once `hcmbench utility` has measured it for these runs
+        header.append("utility Δbacc" if compact else "utility (Δ balanced acc.)")
+        for cells, r in zip(body, table.rows):
+            cells.append("" if math.isnan(r.utility) else f"{r.utility:+.3f}")
     return header, body
 
 
@@ -201,6 +218,10 @@ def notes(table: EvaluationTable) -> list[str]:
         "real rows.",
         "Diversity: mean SSIM between distinct images of the set (lower is more diverse; compare with the real rows).",
     ]
+    if table.has_utility():
+        out.append("Utility: the best gain in patient-level balanced accuracy (HCM against the other groups) from "
+                   "adding the model's images to scarce real training data, over real data alone, as last measured "
+                   "by `hcmbench utility` for this run (mean over seeds; see its table for the spread).")
     return out
 
 
