@@ -128,22 +128,11 @@ class EvaluationTable:
 
     def to_csv(self) -> str:
         """Every figure at full precision, one row per set."""
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        names = [f.name for f in fields(EvaluationRow)]
-        writer.writerow(names)
-        for row in self.rows:
-            writer.writerow(["" if isinstance(v, float) and math.isnan(v) else v for v in (getattr(row, n) for n in names)])
-        return out.getvalue()
+        return csv_text(self.rows)
 
     def to_markdown(self) -> str:
         """A titled Markdown table with the notes a reader needs to interpret it."""
-        header, body = display_rows(self)
-        lines = [f"# {self.context.get('title', 'Evaluation')}", ""]
-        lines += [f"- {note}" for note in notes(self)]
-        lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(cells) + " |" for cells in body]
-        return "\n".join(lines) + "\n"
+        return markdown_document(self.context.get("title", "Evaluation"), notes(self), *display_rows(self))
 
     def write(self, folder: str | Path) -> tuple[Path, Path]:
         """Write table.md and table.csv into `folder` (created), each atomically."""
@@ -167,6 +156,28 @@ def _pm(mean: float, std: float, digits: int = 3, sep: str = " ± ") -> str:
 
 def _num(value: float, digits: int = 3, scale: float = 1.0, suffix: str = "") -> str:
     return "—" if math.isnan(value) else f"{value * scale:.{digits}f}{suffix}"
+
+
+def csv_text(rows: list[Any], cell: Callable[[str, Any], Any] | None = None) -> str:
+    """Dataclass rows as CSV text, a column per field, at full precision; NaN and None as empty cells.
+    `cell(field, value)` may rewrite a value first."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    names = [f.name for f in fields(rows[0])] if rows else []
+    writer.writerow(names)
+    for row in rows:
+        values = [getattr(row, n) if cell is None else cell(n, getattr(row, n)) for n in names]
+        writer.writerow(["" if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values])
+    return out.getvalue()
+
+
+def markdown_document(title: str, notes: list[str], header: list[str], body: list[list[str]]) -> str:
+    """A titled Markdown page: the reading notes as a list, then the table."""
+    lines = [f"# {title}", ""]
+    lines += [f"- {note}" for note in notes]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines) + "\n"
 
 
 def display_rows(table: EvaluationTable, compact: bool = False) -> tuple[list[str], list[list[str]]]:

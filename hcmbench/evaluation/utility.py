@@ -25,12 +25,10 @@ be worth its training.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -143,26 +141,15 @@ class UtilityResult:
 
     def to_csv(self) -> str:
         """Every figure at full precision, one row per method; "all" for the whole training pool."""
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        names = [f.name for f in fields(UtilityRow)]
-        writer.writerow(names)
-        for row in self.rows:
-            values = [getattr(row, name) for name in names]
-            values = ["all" if name == "patients_per_group" and v is None else
-                      "" if v is None or (isinstance(v, float) and math.isnan(v)) else v
-                      for name, v in zip(names, values)]
-            writer.writerow(values)
-        return out.getvalue()
+        from hcmbench.evaluation.report import csv_text
+
+        return csv_text(self.rows, lambda name, v: "all" if name == "patients_per_group" and v is None else v)
 
     def to_markdown(self) -> str:
         """A titled Markdown table (mean ± std over seeds) with the notes a reader needs."""
-        header, body = display_rows(self)
-        lines = ["# Does synthetic data help HCM diagnosis?", ""]
-        lines += [f"- {note}" for note in notes(self)]
-        lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        lines += ["| " + " | ".join(cells) + " |" for cells in body]
-        return "\n".join(lines) + "\n"
+        from hcmbench.evaluation.report import markdown_document
+
+        return markdown_document("Does synthetic data help HCM diagnosis?", notes(self), *display_rows(self))
 
     def write(self, folder: str | Path) -> list[Path]:
         """Write utility.md, utility.csv and utility.png into `folder` (created), each atomically."""
