@@ -498,7 +498,7 @@ def _ended(trials: list[Any]) -> int:
     return sum(1 for t in trials if t.state.is_finished() and t.number not in gone)
 
 
-def _claim(study: Any, storage: Any, lock: _StudyLock, total: int, seed: int,
+def _claim(study: Any, storage: Any, study_id: int, lock: _StudyLock, total: int, seed: int,
            worker: str) -> tuple[Any, _Heartbeats] | None:
     """The next trial for this process and its running heartbeats, or None when the study has no budget
     left and nothing queued.
@@ -522,8 +522,7 @@ def _claim(study: Any, storage: Any, lock: _StudyLock, total: int, seed: int,
         with warnings.catch_warnings():  # Optuna warns that heartbeats go with optimize(): _Heartbeats beats here
             warnings.filterwarnings("ignore", message="Heartbeat of storage")
             trial = study.ask()
-        trial_id = storage.get_trial_id_from_study_id_trial_number(
-            storage.get_study_id_from_name(study.study_name), trial.number)
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         beats = _Heartbeats(storage, trial_id, storage.heartbeat_interval).start()  # before anyone may judge it
     trial.set_user_attr("worker", worker)
     return trial, beats
@@ -673,7 +672,7 @@ def _work(study: Any, storage: Any, storage_url: str, settings: StudySettings, s
     scorer.prepare()  # bad data fail here, once, rather than in every trial
     objective = _Objective(settings.model, space, settings.epochs, settings.seed, device, data_root, scorer,
                            mlflow_client, experiment_id, settings.parent_run, study.study_name, worker, display)
-    lock = _StudyLock(storage_url, study.study_name)
+    lock, study_id = _StudyLock(storage_url, study.study_name), storage.get_study_id_from_name(study.study_name)
     counts: dict[str, int] = {}
     started = time.monotonic()
 
@@ -691,7 +690,7 @@ def _work(study: Any, storage: Any, storage_url: str, settings: StudySettings, s
     try:
         while timeout is None or time.monotonic() - started < timeout:
             trials = tidy()
-            claimed = _claim(study, storage, lock, settings.trials, settings.seed, worker)
+            claimed = _claim(study, storage, study_id, lock, settings.trials, settings.seed, worker)
             if claimed is None:
                 running = tuple(t.number for t in trials if t.state == state.RUNNING)
                 if not running:
@@ -706,8 +705,9 @@ def _work(study: Any, storage: Any, storage_url: str, settings: StudySettings, s
             except KeyboardInterrupt:
                 beats.close()
                 frozen = study.tell(trial, state=state.FAIL)
-                _requeue(study, frozen, heartbeat)
-                objective.end(trial, "STOPPED", "interrupted (Ctrl-C); queued again for when the study continues")
+                storage.get_heartbeat_stale_trial_callback()(study, frozen)  # queued again, as a dead worker's
+                objective.end(trial, _Outcome("STOPPED", reason="interrupted (Ctrl-C); queued again for when "
+                                                                 "the study continues"))
                 raise
             beats.close()
             try:
@@ -715,7 +715,7 @@ def _work(study: Any, storage: Any, storage_url: str, settings: StudySettings, s
             except optuna.exceptions.UpdateFinishedTrialError:  # silent too long: taken for dead, queued again
                 outcome = _Outcome("FAIL", reason="its heartbeats stopped reaching the storage for longer than "
                                    "the grace period; another worker runs it again")
-            objective.end(trial, outcome.state, outcome.reason)
+            objective.end(trial, outcome)
             counts[outcome.state] = counts.get(outcome.state, 0) + 1
             gc.collect()
     except KeyboardInterrupt:
@@ -725,17 +725,6 @@ def _work(study: Any, storage: Any, storage_url: str, settings: StudySettings, s
     number, value, params = _best(study)
     return SweepResult(study.study_name, storage_url, settings.parent_run, sum(counts.values()), number, value,
                        params, counts, settings.trials, finished, settings.model, space.metric)
-
-
-def _requeue(study: Any, trial: Any, heartbeat: Heartbeat) -> None:
-    """Queue an interrupted trial again with its parameters, as a dead worker's trial is."""
-    import warnings
-
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)(study, trial)
 
 
 def _leave(study: Any, mlflow_client: Any, parent: str, status: str, total: int | None = None) -> bool:
@@ -866,7 +855,7 @@ class _TrialScorer:
 
 @dataclass(frozen=True)
 class _Outcome:
-    state: str  # COMPLETE, PRUNED or FAIL
+    state: str  # COMPLETE, PRUNED, FAIL (or STOPPED: interrupted)
     value: float | None = None
     reason: str = ""
 
@@ -928,14 +917,13 @@ class _Objective:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def end(self, trial: Any, state: str, reason: str = "") -> None:
-        """End the trial's MLflow run with its state (Optuna has been told first: a process that dies between
+    def end(self, trial: Any, outcome: _Outcome) -> None:
+        """End the trial's MLflow run with its outcome (Optuna has been told first: a process that dies between
         the two leaves a run that the next worker ends with the trial's state) and report it."""
         from hcmbench import tracking
 
-        tracking.end_run(self.client, self.runs.pop(trial.number), state, reason or None)
+        tracking.end_run(self.client, self.runs.pop(trial.number), outcome.state, outcome.reason or None)
         if self.display is not None:
-            trials = trial.study.get_trials(deepcopy=False)
             number, value, _ = _best(trial.study)
-            mine = next((t.value for t in trials if t.number == trial.number), None) if state == "COMPLETE" else None
-            self.display(TrialEnded(trial.number, state, mine, value, number, reason, _ended(trials)))
+            self.display(TrialEnded(trial.number, outcome.state, outcome.value, value, number, outcome.reason,
+                                    _ended(trial.study.get_trials(deepcopy=False))))

@@ -193,7 +193,9 @@ def test_worker_errors_are_one_line(split_phantom, workdir):
 def test_heartbeat_settings_are_checked():
     with pytest.raises(HcmbenchError, match="grace > interval"):
         Heartbeat(interval=60, grace=60)
-    assert Heartbeat().grace > Heartbeat().interval
+    with pytest.raises(HcmbenchError, match="max_retry ≥ 0"):
+        Heartbeat(max_retry=-1)
+    assert Heartbeat(interval=1, grace=2, max_retry=0).max_retry == 0  # no retries is a valid choice
 
 
 # -- worker processes -------------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from hcmbench.config import DataConfig
 from hcmbench.data.acdc import GROUPS
 from hcmbench.data.slices import SliceSet
 from hcmbench.errors import HcmbenchError
+from hcmbench.evaluation.report import _pm, csv_text, markdown_document
 
 Progress = Callable[[int, int], None]
 
@@ -141,14 +142,10 @@ class UtilityResult:
 
     def to_csv(self) -> str:
         """Every figure at full precision, one row per method; "all" for the whole training pool."""
-        from hcmbench.evaluation.report import csv_text
-
         return csv_text(self.rows, lambda name, v: "all" if name == "patients_per_group" and v is None else v)
 
     def to_markdown(self) -> str:
         """A titled Markdown table (mean ± std over seeds) with the notes a reader needs."""
-        from hcmbench.evaluation.report import markdown_document
-
         return markdown_document("Does synthetic data help HCM diagnosis?", notes(self), *display_rows(self))
 
     def write(self, folder: str | Path) -> list[Path]:
@@ -609,10 +606,6 @@ def _aggregate(task: str, k: int | None, method: Method, runs: list[dict[str, fl
 
 
 # -- presentation --------------------------------------------------------------------------------
-
-
-def _pm(mean: float, std: float, digits: int = 3, sep: str = " ± ") -> str:
-    return "—" if math.isnan(mean) else f"{mean:.{digits}f}{sep}{std:.{digits}f}"
 
 
 def _patients(k: int | None) -> str:
