@@ -567,7 +567,14 @@ def worker(study_name: str, data_root: Path | None, wait: float, storage: str | 
               help="What 'best' means: an evaluation figure (fid, kid, ssim, precision, ...) or val_score.")
 @click.option("--alias", default="champion", show_default=True, help="Registry alias to point at the new version.")
 def promote(model_name: str, metric: str, alias: str) -> None:
-    """Register the best run of a model as hcm-<model> in the MLflow registry and point the alias at it."""
+    """Register the best run of a model as hcm-<model> in the MLflow registry and point the alias at it.
+
+    The run's checkpoint is loaded and sampled first; one that fails is refused and nothing is registered.
+    The registry is the runs' store (sqlite:///mlruns/mlflow.db unless $MLFLOW_TRACKING_URI says otherwise),
+    so `hcmbench generate models:/hcm-<model>@champion` works from this folder. From Python, point MLflow at
+    it first: mlflow.set_tracking_uri("sqlite:///<this folder>/mlruns/mlflow.db"), then
+    mlflow.pyfunc.load_model("models:/hcm-<model>@champion").
+    """
     from hcmbench.tracking import promote as promote_run
 
     with _status(f"Registering the best {model_name} run"):

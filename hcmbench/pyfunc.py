@@ -5,6 +5,7 @@ the rest of the package only pays for when it tracks (see tracking.py). `promote
 "model from code" (MLflow's recommended way: nothing is pickled), hence the `set_model` call at the end.
 
     import mlflow
+    mlflow.set_tracking_uri("sqlite:////path/to/project/mlruns/mlflow.db")   # the project's store: the registry
     model = mlflow.pyfunc.load_model("models:/hcm-dcgan@champion")
     images = model.predict({"n": 16, "seed": 0})            # float32 (16, H, W) in [0, 1]
     images = model.predict({"n": 8, "label": "ES", "sampler": "ddim", "steps": 50})

@@ -2,16 +2,22 @@
 
 MLflow is imported lazily (it takes seconds), so commands that do not track stay quick.
 Tracking URI: $MLFLOW_TRACKING_URI, else `sqlite:///mlruns/mlflow.db` made absolute (MLflow 3 refuses
-the plain `./mlruns` file store), with artifacts under `mlruns/artifacts`.
+the plain `./mlruns` file store), with artifacts under `mlruns/artifacts`. Registry URI:
+$MLFLOW_REGISTRY_URI, else the tracking URI. Both are always passed to MLflow explicitly and never left
+set in the process: MLflow's own default, for whatever is not told, is `sqlite:///mlflow.db` in the
+working directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import posixpath
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +27,8 @@ from hcmbench.errors import HcmbenchError
 STORE_DIR = Path("mlruns")
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 CHECKPOINT_ARTIFACT = "checkpoints/best.pt"
+# What `promote` logs as the model's code; not imported here: importing it makes MLflow warn about type hints.
+PYFUNC_CODE = Path(__file__).with_name("pyfunc.py")
 
 
 def default_tracking_uri() -> str:
@@ -36,6 +44,12 @@ def uses_default_store() -> bool:
 def tracking_uri() -> str:
     """$MLFLOW_TRACKING_URI when set, else the project's sqlite store under ./mlruns."""
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def registry_uri(tracking: str | None = None) -> str:
+    """$MLFLOW_REGISTRY_URI when set, else the tracking store (`tracking`, default `tracking_uri()`): the
+    registered models live beside the runs, never in MLflow's default ./mlflow.db."""
+    return os.environ.get("MLFLOW_REGISTRY_URI") or tracking or tracking_uri()
 
 
 def is_tracking_reference(source: str) -> bool:
@@ -58,21 +72,50 @@ def resolve_checkpoint(source: str | Path, download_to: str | Path | None = None
         raise HcmbenchError(f"{text}: no such checkpoint file (nor an MLflow run id, runs:/ or models:/ URI)")
     uri = f"runs:/{text}/{CHECKPOINT_ARTIFACT}" if RUN_ID.match(text) else text
     folder = Path(download_to) if download_to is not None else Path(tempfile.mkdtemp(prefix="hcmbench-"))
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one tqdm bar per file, else
     try:
         import mlflow
 
+        mlflow_client = client()
+        if text.startswith("models:/"):
+            uri = resolve_models_uri(mlflow_client, text)[0]
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(folder),
-                                                         tracking_uri=tracking_uri()))
+                                                         tracking_uri=mlflow_client.tracking_uri))
     except Exception as exc:  # MLflow raises several types, with multi-line messages
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HcmbenchError(f"{text}: cannot fetch it from MLflow at {tracking_uri()} ({first_line})") from None
+        raise HcmbenchError(f"{text}: cannot fetch it from MLflow at {tracking_uri()} ({_first_line(exc)})") from None
     if local.is_file():
         return local
     found = sorted(local.rglob("best.pt")) or sorted(local.rglob("*.pt"))
     if not found:
         raise HcmbenchError(f"{text}: holds no checkpoint (.pt) file")
     return found[0]
+
+
+def _first_line(exc: Exception) -> str:
+    """The first line of an exception's message (MLflow's run over several), else its type's name."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def resolve_models_uri(mlflow_client, uri: str) -> tuple[str, str | None]:
+    """(where its files are, the run it came from) for the model a `models:/` URI names — NAME@ALIAS,
+    NAME/VERSION, NAME/STAGE, NAME/latest or a logged model's id, optionally followed by a path inside it —
+    looked up in `mlflow_client`'s registry.
+
+    Not left to MLflow's `models:/` artifact repository: that one asks the process-wide registry URI
+    (`ModelsArtifactRepository._get_model_uri_infos` ignores the registry_uri it is given), which without
+    $MLFLOW_TRACKING_URI is ./mlflow.db, not this project's store. MLflow errors propagate."""
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    base, inside = ModelsArtifactRepository.split_models_uri(uri)
+    found = get_model_name_and_version(mlflow_client, base)
+    if len(found) == 1:  # models:/<logged model id>
+        logged = mlflow_client.get_logged_model(found[0])
+        location, run_id = logged.artifact_location, logged.source_run_id
+    else:
+        location = mlflow_client.get_model_version_download_uri(*found)
+        run_id = mlflow_client.get_model_version(*found).run_id
+    return (posixpath.join(location, inside) if inside else location), run_id
 
 
 # -- the store ----------------------------------------------------------------------------------------
@@ -99,17 +142,17 @@ def _quiet_mlflow_logs() -> None:
 
 
 def client(uri: str | None = None):
-    """An MlflowClient on `uri` (default `tracking_uri()`); the default sqlite store's folder is created
-    if needed."""
+    """An MlflowClient on tracking store `uri` (default `tracking_uri()`) and registry `registry_uri(uri)`;
+    the default sqlite store's folder is created if needed."""
     _quiet_mlflow_logs()
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one tqdm bar per file, else
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a "View run" line per run, else
     from mlflow.tracking import MlflowClient
 
     uri = uri or tracking_uri()
     if uri == default_tracking_uri():
         STORE_DIR.mkdir(exist_ok=True)
-    return MlflowClient(tracking_uri=uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=registry_uri(uri))
 
 
 def ensure_experiment(mlflow_client, model: str) -> str:
@@ -296,27 +339,73 @@ class Promotion:
     value: float
 
 
+def check_generator(checkpoint: str | Path, run_id: str) -> None:
+    """Load a run's checkpoint and draw one image from it (with the fewest steps the model allows), as the
+    registered model will; HcmbenchError, in one line, when that fails or the image is not finite."""
+    import torch
+
+    from hcmbench.checkpoints import load_generator
+    from hcmbench.sampling import draw
+
+    try:
+        generator = load_generator(checkpoint)
+        options = {"steps": 1} if "steps" in generator.model.sample_options else {}
+        images, _ = draw(generator, 1, options=options)
+    except Exception as exc:  # a truncated file, mismatched weights, a model that cannot sample
+        reason = _first_line(exc).removeprefix(f"{checkpoint}: ")  # the download's temporary path says nothing
+        raise HcmbenchError(f"run {run_id}: its {CHECKPOINT_ARTIFACT} does not load and sample ({reason}); "
+                            "nothing registered") from None
+    if not torch.isfinite(images).all():
+        raise HcmbenchError(f"run {run_id}: its {CHECKPOINT_ARTIFACT} samples non-finite pixels; nothing registered")
+
+
+@contextlib.contextmanager
+def _fluent_store() -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URIs on this project's stores for the block, then back
+    as they were, with the MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI variables that `mlflow.set_*_uri`
+    write. For what has no client form: `mlflow.pyfunc.log_model` logs to the active run's store, and the
+    registry's SQL store looks the logged model up through a default `MlflowClient()`. MLflow keeps the
+    URIs in module globals; its own `_use_tracking_uri` saves and restores them the same way."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    variables = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    saved_tracking, saved_registry = tracking_utils._tracking_uri, registry_utils._registry_uri
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_registry_uri(registry_uri())
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved_tracking)  # also resets MLflow's tracer, which caches the URI
+        registry_utils._registry_uri = saved_registry
+        for key, value in variables.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def promote(model: str, metric: str = "fid", alias: str = "champion") -> Promotion:
     """Register the best finished run of `model` (by `metric`) as a version of `hcm-<model>` — a pyfunc
     generator with its checkpoint and settings inside — point `alias` at it, and copy the run's
-    evaluation metrics onto the version as tags."""
+    evaluation metrics onto the version as tags. A checkpoint that does not load and sample is refused
+    (HcmbenchError) before anything is registered."""
     import warnings
 
     import mlflow
 
-    from hcmbench import pyfunc
-
     mlflow_client = client()
     run = best_run(mlflow_client, model, metric)
     run_id = run.info.run_id
+    name = registered_model_name(model)
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(mlflow_client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, tmp))
-        mlflow.set_tracking_uri(tracking_uri())
-        name = registered_model_name(model)
-        with warnings.catch_warnings():
+        check_generator(checkpoint, run_id)
+        with warnings.catch_warnings(), _fluent_store():
             warnings.simplefilter("ignore")  # MLflow suggests type hints and a signature for free-form inputs
             with mlflow.start_run(run_id=run_id):
-                info = mlflow.pyfunc.log_model(name="generator", python_model=str(Path(pyfunc.__file__)),
+                info = mlflow.pyfunc.log_model(name="generator", python_model=str(PYFUNC_CODE),
                                                artifacts={"checkpoint": str(checkpoint)})
             version = mlflow.register_model(info.model_uri, name, tags={"run_id": run_id})
     mlflow_client.set_registered_model_alias(name, alias, version.version)
@@ -353,13 +442,8 @@ def source_run_id(source: str) -> str | None:
     if text.startswith("runs:/"):
         return text[len("runs:/"):].split("/")[0]
     if text.startswith("models:/"):
-        name_version = text[len("models:/"):].split("/")
         try:
-            mlflow_client = client()
-            if "@" in name_version[0]:
-                name, alias = name_version[0].split("@", 1)
-                return mlflow_client.get_model_version_by_alias(name, alias).run_id
-            return mlflow_client.get_model_version(name_version[0], name_version[1]).run_id
+            return resolve_models_uri(client(), text)[1]
         except Exception:  # not resolvable here: the utility figures are then simply not linked to a run
             return None
     return None

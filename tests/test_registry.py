@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import yaml
@@ -44,12 +47,30 @@ def swept(split_phantom, tmp_path_factory):
         yield folder
 
 
+MLFLOW_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
 @pytest.fixture
-def inside(swept, monkeypatch):
+def clean_mlflow(monkeypatch):
+    """No MLflow URI in the environment nor in MLflow's process state, as in a new shell; and none left
+    behind afterwards by what the test (a Python user's `mlflow.set_tracking_uri`) or hcmbench set."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    for name in MLFLOW_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(tracking_utils, "_tracking_uri", None)
+    monkeypatch.setattr(registry_utils, "_registry_uri", None)
+    yield
+    for name in MLFLOW_VARIABLES:  # monkeypatch restores only what was set before the test
+        os.environ.pop(name, None)
+
+
+@pytest.fixture
+def inside(swept, clean_mlflow, monkeypatch):
     import hcmbench.evaluation.features as features
 
     monkeypatch.chdir(swept)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("HCMBENCH_CACHE", str(swept / "cache"))
     monkeypatch.setattr(features, "FeatureConfig", lambda: FeatureConfig(dim=8, epochs=1, width=4))
     return swept
@@ -60,22 +81,26 @@ def test_promote_registers_a_pyfunc_that_samples_and_generate_reads_it(inside):
 
     from hcmbench.tracking import tracking_uri
 
+    mlflow_default = mlflow.get_tracking_uri()
     result = run("promote", "--model", "toy")
     assert result.exit_code == 0, result.output
     assert "Registered hcm-toy version 1" in result.output and "models:/hcm-toy@champion" in result.output
-    mlflow.set_tracking_uri(tracking_uri())
+    assert not any(name in os.environ for name in MLFLOW_VARIABLES) and mlflow.get_tracking_uri() == mlflow_default
+
+    out = inside / "synthetic"  # models:/ read with no MLflow URI set anywhere, as in a new shell
+    generated = run("generate", "models:/hcm-toy@champion", "-n", "10", "--out", str(out), "--format", "nifti")
+    assert generated.exit_code == 0, generated.output
+    patients = open_dataset(out).patients
+    assert sum(p.load_frame("ED").image.data.shape[2] for p in patients) == 10 and {p.group for p in patients} == {"HCM"}
+    assert not Path("mlflow.db").exists()  # MLflow's default store, in the working directory
+
+    mlflow.set_tracking_uri(tracking_uri())  # what a Python user does (the fixture undoes it)
     model = mlflow.pyfunc.load_model("models:/hcm-toy@champion")
     images = model.predict({"n": 5, "seed": 3})
     assert images.shape == (5, 32, 32) and images.dtype == np.float32 and 0 <= images.min() <= images.max() <= 1
     np.testing.assert_array_equal(model.predict({"n": 5, "seed": 3}), images)
     version = mlflow.MlflowClient().get_model_version_by_alias("hcm-toy", "champion")
     assert "eval/fid" in version.tags and version.tags["hcmbench.study"] == "hcmbench-toy"
-
-    out = inside / "synthetic"
-    generated = run("generate", "models:/hcm-toy@champion", "-n", "10", "--out", str(out), "--format", "nifti")
-    assert generated.exit_code == 0, generated.output
-    patients = open_dataset(out).patients
-    assert sum(p.load_frame("ED").image.data.shape[2] for p in patients) == 10 and {p.group for p in patients} == {"HCM"}
 
 
 def test_compare_prints_the_table_writes_it_and_logs_it(inside):
