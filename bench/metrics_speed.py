@@ -3,18 +3,23 @@ torch code against a scikit-image loop, with the values checked to agree.
 
     python bench/metrics_speed.py [--n 1000] [--size 64] [--check-rows 10] [--threads N] [--data ROOT]
 
-hcmbench: `nearest_by_ssim` (the whole n × n SSIM matrix in blocks, then CC and MSE of each matched
-pair), timed end to end. scikit-image: `structural_similarity(gaussian_weights=True, sigma=1.5,
-use_sample_covariance=False, data_range=1.0)` for every pair of `--check-rows` generated images against
-all n references, timed and extrapolated linearly to n × n pairs (one call per pair: the cost is
-linear in the pair count). The same rows are compared: largest SSIM difference, and whether the
-nearest neighbour is the same image. Images: real preprocessed slices from `--data` (all groups, split
-in two halves) or, by default, smoothed random images.
+hcmbench: `nearest_by_ssim` (the whole n × n SSIM matrix in blocks, shared among `--threads` worker
+threads, then CC and MSE of each matched pair), timed end to end. scikit-image:
+`structural_similarity(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0)`
+for every pair of `--check-rows` generated images against all n references, timed and extrapolated
+linearly to n × n pairs (one call per pair: the cost is linear in the pair count). The same rows are
+compared: largest SSIM difference, and whether the nearest neighbour is the same image. Images: real
+preprocessed slices from `--data` (all groups, split in two halves) or, by default, smoothed random
+images.
+
+Both sides are timed in the same run, so the speed-up is the figure to compare across machines; the
+load average is printed because other processes on the machine slow the two sides unequally.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -49,7 +54,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--check-rows", type=int, default=10)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads, and hcmbench's worker threads (default: torch's choice)")
     parser.add_argument("--data", default=None)
     args = parser.parse_args()
     if args.threads:
@@ -82,6 +88,7 @@ def main() -> None:
     console.print(table)
     console.print(f"Agreement on the {len(rows)} timed rows: largest |SSIM difference| {max_diff:.2e}; "
                   f"same nearest neighbour for {same_nn} of {len(rows)}.")
+    console.print("Load average (1, 5, 15 min) at the end: " + ", ".join(f"{v:.1f}" for v in os.getloadavg()))
 
 
 if __name__ == "__main__":

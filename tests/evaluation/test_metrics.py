@@ -26,12 +26,13 @@ def skimage_ssim(x: np.ndarray, y: np.ndarray, data_range: float = 1.0) -> float
                                  data_range=data_range)
 
 
-def random_images(n: int, size: int = 32, seed: int = 0) -> np.ndarray:
+def random_images(n: int, size: int | tuple[int, int] = 32, seed: int = 0) -> np.ndarray:
     """Smoothed noise: structured enough that SSIM values spread over a range, not all near 0."""
     from scipy.ndimage import gaussian_filter
 
     rng = np.random.default_rng(seed)
-    x = np.stack([gaussian_filter(rng.random((size, size)), 1.0) for _ in range(n)])
+    shape = (size, size) if isinstance(size, int) else size
+    x = np.stack([gaussian_filter(rng.random(shape), 1.0) for _ in range(n)])
     x = (x - x.min()) / (x.max() - x.min())
     return x.astype(np.float32)
 
@@ -62,6 +63,39 @@ def test_ssim_data_range_255_inflates_as_in_the_study():
     got = ssim_matrix(a, b, data_range=255.0).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-4)
     assert got.min() > 0.95 > ssim_matrix(a, b).numpy().max()
+
+
+@pytest.mark.parametrize("size", [32, 64, (40, 56)])
+def test_matrix_pairs_and_nearest_equal_scikit_image_at_several_sizes(size):
+    """The band is cut into pieces (two at 32 px, four at 64 px, unequal along the two axes of a
+    non-square image); blocks of 3 generated images leave a padded last block."""
+    a, b = random_images(5, size, seed=20), random_images(4, size, seed=21)
+    expected = np.array([[skimage_ssim(x, y) for y in b] for x in a])
+    np.testing.assert_allclose(ssim_matrix(a, b, block_pairs=3).numpy(), expected, atol=1e-5)
+    np.testing.assert_allclose(ssim(a[:4], b).numpy(), np.diag(expected), atol=1e-5)
+    match = nearest_by_ssim(a, b, block_pairs=3)
+    assert match.index.tolist() == expected.argmax(1).tolist()
+    np.testing.assert_allclose(match.ssim.numpy(), expected.max(1), atol=1e-5)
+
+
+def test_worker_threads_give_the_one_thread_results_and_restore_the_thread_count():
+    """Several torch threads share the blocks (and, with few blocks, the references) among workers."""
+    a, b = random_images(70, seed=22), random_images(9, seed=23)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = ssim_matrix(a, b)
+        torch.set_num_threads(3)
+        shared = ssim_matrix(a, b)
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(shared, alone, rtol=0, atol=1e-6)
+
+
+def test_inputs_that_require_grad_are_accepted():
+    a = torch.from_numpy(random_images(3, seed=24)).requires_grad_()
+    torch.testing.assert_close(ssim_matrix(a, a[:2]), ssim_matrix(a.detach(), a[:2].detach()), rtol=0, atol=0)
 
 
 def test_ssim_of_pairs_is_the_diagonal_of_the_matrix_and_accepts_channel_axis():
@@ -111,10 +145,11 @@ def test_nearest_neighbour_reports_the_matched_pairs_figures():
     np.testing.assert_allclose(match.mse.numpy(), [((a[i] - b[j[i]]) ** 2).mean() for i in range(5)], atol=1e-7)
 
 
-def test_exclude_self_finds_the_nearest_other_image():
+@pytest.mark.parametrize("block_pairs", [64, 4])
+def test_exclude_self_finds_the_nearest_other_image(block_pairs):
     a = random_images(6, seed=14)
     a[3] = a[1] * 0.98 + 0.01  # a near-duplicate of image 1
-    match = nearest_by_ssim(a, a, exclude_self=True)
+    match = nearest_by_ssim(a, a, exclude_self=True, block_pairs=block_pairs)
     assert match.index[1].item() == 3 and match.index[3].item() == 1
     assert (match.index != torch.arange(6)).all()
 
@@ -133,6 +168,14 @@ def test_diversity_of_copies_is_one_and_of_distinct_images_lower():
     expected = np.mean([skimage_ssim(many[i], many[j]) for i in range(12) for j in range(i + 1, 12)])
     assert mean_pairwise_ssim(many) == pytest.approx(expected, abs=1e-4)
     assert mean_pairwise_ssim(many, max_images=5) != mean_pairwise_ssim(many)  # subsampled
+
+
+def test_diversity_over_several_blocks_is_the_mean_above_the_diagonal():
+    """Diversity computes only the pairs right of each block's first row; 70 images make two blocks."""
+    x = random_images(70, seed=25)
+    matrix = ssim_matrix(x, x).double()
+    expected = matrix[torch.triu(torch.ones(70, 70, dtype=torch.bool), diagonal=1)].mean().item()
+    assert mean_pairwise_ssim(x, max_images=None) == pytest.approx(expected, abs=1e-7)
 
 
 @pytest.mark.parametrize("bad, message", [
