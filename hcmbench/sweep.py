@@ -4,6 +4,7 @@ A search space is a YAML file (sweeps/<model>.yaml; copy one and pass it with --
 
     model: dcgan
     objective: {metric: fid, direction: minimize, images: 200, sampling: {}}   # sampling: sample() options
+    # or a weighted sum of figures of one direction: {metric: detectability, combine: {fid: 0.002}}
     budget: {epochs: 10, pruner: median, startup_trials: 3, warmup_epochs: 2}
     data: {size: 64}                 # DataConfig fields (groups, size, ...)
     train: {patience: 5}             # fixed TrainConfig fields
@@ -22,7 +23,12 @@ when the objective is maximised, so that the pruner compares in the objective's 
 generates `objective.images` images from its best checkpoint and scores them against the validation
 split (the test split stays untouched for `hcmbench compare`). The objective is one of the
 evaluation's figures (fid, kid, ssim, cc, mse, precision, recall, density, coverage, memorization,
-diversity) or `val_score`, the model's own validation score.
+diversity, detectability) or `val_score`, the model's own validation score. `combine` adds other figures
+of the same direction with weights: `{metric: detectability, combine: {fid: 0.002}}` minimises
+detectability + 0.002 × FID, so that FID still ranks trials that a classifier tells from real images
+every time (detectability saturates at 1.0 for every poor generator, FID does not). Detectability, the
+slowest figure (a classifier trained per trial, seconds to a minute), is computed only when the objective
+uses it.
 """
 
 from __future__ import annotations
@@ -83,6 +89,7 @@ class SearchSpace:
     metric: str = "fid"
     direction: str = "minimize"
     images: int = 200
+    combine: dict[str, float] = field(default_factory=dict)  # other figures added to the metric, with weights
     sampling: dict[str, Any] = field(default_factory=dict)
     epochs: int = 10
     pruner: str = "median"
@@ -95,6 +102,15 @@ class SearchSpace:
 
     def data_config(self) -> DataConfig:
         return DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.data.items()})
+
+    @property
+    def figures(self) -> tuple[str, ...]:
+        """Every evaluation figure the objective reads."""
+        return (self.metric, *self.combine)
+
+    def objective_value(self, row: Any) -> float:
+        """The objective of an evaluation row: the metric plus the weighted figures of `combine`."""
+        return float(getattr(row, self.metric)) + sum(w * float(getattr(row, k)) for k, w in self.combine.items())
 
     def suggest(self, trial: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """(TrainConfig overrides, model settings) for one trial: the fixed values, then the sampled ones."""
@@ -149,6 +165,17 @@ def parse_space(model: str, raw: Any, path: str) -> SearchSpace:
     if direction not in ("minimize", "maximize"):
         raise HcmbenchError(f"{path}: direction must be minimize or maximize, got {direction!r}")
     images = objective.pop("images", 200)
+    combine = objective.pop("combine", None) or {}
+    if not isinstance(combine, dict) or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0
+                                                for w in combine.values()):
+        raise HcmbenchError(f"{path}: objective.combine must map figures to positive weights, e.g. {{fid: 0.002}}")
+    for name in combine:
+        if name not in DIRECTIONS or name == "val_score" or metric == "val_score":
+            raise HcmbenchError(f"{path}: objective.combine: {name!r} cannot be combined with {metric!r}: "
+                                "combine evaluation figures (fid, kid, detectability, ...)")
+        if DIRECTIONS[name] != direction:
+            raise HcmbenchError(f"{path}: objective.combine: {name} is {DIRECTIONS[name]}d, the objective is "
+                                f"{direction}d: combine figures of one direction")
     sampling = objective.pop("sampling", None) or {}
     if not isinstance(sampling, dict):
         raise HcmbenchError(f"{path}: objective.sampling must be a mapping of sample options")
@@ -193,7 +220,8 @@ def parse_space(model: str, raw: Any, path: str) -> SearchSpace:
     unknown = sorted(set(train) - train_fields)
     if unknown:
         raise HcmbenchError(f"{path}: unknown train setting(s) {', '.join(unknown)}")
-    space = SearchSpace(model, tuple(params), metric, direction, images, dict(sampling), epochs, pruner, startup,
+    space = SearchSpace(model, tuple(params), metric, direction, images, {k: float(w) for k, w in combine.items()},
+                        dict(sampling), epochs, pruner, startup,
                         warmup, dict(raw.get("data") or {}), train, str(path), copy.deepcopy(raw))
     try:
         space.data_config()
@@ -756,7 +784,7 @@ def _parent_run(mlflow_client: Any, experiment_id: str, model: str, study: str, 
         tracking.STUDY_TAG: study, tracking.ROLE_TAG: "study", tracking.MODEL_TAG: model,
         "optuna.storage": display_url(storage), "hcmbench.space": space.source})
     params = tracking.flatten_params({"objective": {"metric": space.metric, "direction": space.direction,
-                                                    "images": space.images},
+                                                    "images": space.images, "combine": space.combine},
                                       "budget": {"epochs": space.epochs, "pruner": space.pruner}})
     for key, value in params.items():
         mlflow_client.log_param(run.info.run_id, key, value)
@@ -842,6 +870,7 @@ class _TrialScorer:
     def __call__(self, checkpoint: Path) -> Any:
         from hcmbench.checkpoints import load_generator, resolve_device
         from hcmbench.evaluation.metrics import from_model_range
+        from hcmbench.evaluation.detectability import DetectabilityConfig
         from hcmbench.evaluation.report import EvaluationConfig, evaluate_sets, timed_draw
         from hcmbench.sampling import draw
 
@@ -849,7 +878,9 @@ class _TrialScorer:
         generator = load_generator(checkpoint, device=resolve_device(self.device))
         n = self.space.images
         images, ms = timed_draw(lambda: draw(generator, n, seed=self.seed, options=self.space.sampling)[0], n)
-        config = EvaluationConfig(n=n, calibration=False, kid_subsets=20, diversity_images=min(n, 100), seed=self.seed)
+        detector = DetectabilityConfig() if "detectability" in self.space.figures else None
+        config = EvaluationConfig(n=n, calibration=False, kid_subsets=20, diversity_images=min(n, 100), seed=self.seed,
+                                  detector=detector)
         return evaluate_sets({generator.model.name: (from_model_range(images), ms)}, self.inputs, config)
 
 
@@ -903,7 +934,7 @@ class _Objective:
             else:
                 table = self.scorer(result.best_checkpoint)
                 tracking.log_table(self.client, run_id, table)
-                value = getattr(table.rows[0], self.space.metric)
+                value = self.space.objective_value(table.rows[0])
             if not math.isfinite(value):
                 raise HcmbenchError(f"the objective {self.space.metric} is {value}")
             return _Outcome("COMPLETE", float(value))

@@ -45,6 +45,13 @@ def split_phantom(tmp_path_factory) -> Path:
                          PhantomConfig(patients_per_group=4, groups=("HCM", "NOR")))
 
 
+@pytest.fixture(scope="session")
+def six_per_group(tmp_path_factory) -> Path:
+    """Six phantom patients per group (thirty in all), for the tests that need several patients on every side
+    of a split (the detectability test halves the held-out patients). Read-only."""
+    return write_phantom(tmp_path_factory.mktemp("six_per_group") / "acdc", PhantomConfig(patients_per_group=6))
+
+
 @pytest.fixture
 def phantom_copy(phantom_root, tmp_path) -> Path:
     """A private copy of the tiny phantom that a test may damage."""

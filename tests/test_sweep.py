@@ -128,10 +128,23 @@ def test_sweep_command_prints_trials_and_the_best(split_phantom, workdir):
     ({"budget": {"pruner": "sometimes"}}, "pruner must be one of"),
     ({"model": "dcgan"}, "is a search space for 'dcgan'"),
     ({"train": {"speed": 3}}, "unknown train setting(s) speed"),
+    ({"objective": {"metric": "fid", "combine": {"precision": 1.0}}}, "precision is maximized, the objective is minimized"),
+    ({"objective": {"metric": "fid", "combine": {"kid": -1}}}, "positive weights"),
+    ({"objective": {"metric": "val_score", "combine": {"fid": 1}}}, "cannot be combined with 'val_score'"),
 ])
 def test_bad_search_spaces_are_refused_with_one_line(workdir, change, message):
     with pytest.raises(HcmbenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_space("toy", write_space(workdir, **change))
+
+
+def test_a_sweep_can_minimise_detectability_combined_with_fid(split_phantom, workdir):
+    path = write_space(workdir, objective={"metric": "detectability", "images": 12, "combine": {"fid": 0.01}},
+                       params={"lr": {"low": 0.01, "high": 0.1, "log": True}}, budget={"epochs": 1, "pruner": "none"})
+    run_sweep("toy", 1, load_space("toy", path), study_name="det", data_root=split_phantom, seed=0)
+    trial = optuna.load_study(study_name="det", storage=default_storage()).trials[0]
+    metrics = runs_of("det")["trial"][0].data.metrics
+    assert 0.0 <= metrics["eval/detectability"] <= 1.0 and metrics["eval/fid"] > 0
+    assert trial.value == pytest.approx(metrics["eval/detectability"] + 0.01 * metrics["eval/fid"])
 
 
 def test_every_shipped_search_space_loads():

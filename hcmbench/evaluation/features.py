@@ -59,10 +59,11 @@ from hcmbench.config import DataConfig, cache_dir
 from hcmbench.data.acdc import Dataset, open_dataset
 from hcmbench.data.slices import SliceSet, load_slices
 from hcmbench.errors import HcmbenchError
+from hcmbench.evaluation.degradations import KINDS, random_degradations
 from hcmbench.io import atomic_path
 
 # Bump when the network, its training or the cache file's layout changes, so that old caches are not reused.
-FORMAT = 2
+FORMAT = 3
 PHASES = ("ED", "ES")
 SHIFT_PX = 2
 INTENSITY_SCALE = (0.9, 1.1)
@@ -133,7 +134,8 @@ class FeatureNet(nn.Module):
         self.group_head = nn.Linear(dim, num_groups) if num_groups >= 2 else None
         self.phase_head = nn.Linear(dim, len(PHASES)) if phase_head else None
         self.position_head = nn.Linear(dim, 1)
-        self.realism_head = nn.Linear(dim, 1) if realism_head else None
+        # realism: real (logit > 0) or degraded; which degradation; how severe (0 for real slices)
+        self.realism_head = nn.Linear(dim, 2 + len(KINDS)) if realism_head else None
         self.image_size = image_size
         self.dim = dim
 
@@ -151,7 +153,8 @@ class FeatureNet(nn.Module):
         if self.phase_head is not None:
             out["phase"] = self.phase_head(z)
         if self.realism_head is not None:
-            out["realism"] = self.realism_head(z).squeeze(1)
+            realism = self.realism_head(z)
+            out["realism"], out["severity"], out["kind"] = realism[:, 0], realism[:, 1], realism[:, 2:]
         return out
 
 
@@ -228,39 +231,6 @@ def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
     return (shifted * scale).clamp(0.0, 1.0).unsqueeze(1)
 
 
-def corrupted(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Unrealistic counterparts of real images x (B, 1, S, S) in [0, 1], a third each (cycling):
-    uniform noise, a strong blur (Gaussian, σ 2–4 px) and a 4 × 4 shuffle of the image's patches.
-
-    The realism task teaches the network that these are not cardiac MRI, so that such images land far
-    from real ones in its space. Without it, noise embeddings gathered in a tight cluster near the real
-    mean, and uniform noise scored a better FID than a poorly trained GAN.
-    """
-    n, _, size, _ = x.shape
-    out = torch.empty_like(x)
-    kind = torch.arange(n) % 3
-    noise = kind == 0
-    out[noise] = torch.rand(x[noise].shape, generator=generator)
-    blur = kind == 1
-    if blur.any():
-        sigma = 2.0 + 2.0 * torch.rand(1, generator=generator).item()
-        radius = int(3 * sigma)
-        t = torch.arange(-radius, radius + 1, dtype=torch.float32)
-        w = torch.exp(-0.5 * (t / sigma) ** 2)
-        w = w / w.sum()
-        y = F.pad(x[blur], (radius,) * 4, mode="replicate")
-        y = F.conv2d(y, w.view(1, 1, 1, -1))
-        out[blur] = F.conv2d(y, w.view(1, 1, -1, 1))
-    shuffle = kind == 2
-    if shuffle.any():
-        p = size // 4
-        tiles = x[shuffle].unfold(2, p, p).unfold(3, p, p).reshape(-1, 16, p, p)
-        order = torch.randperm(16, generator=generator)
-        tiles = tiles[:, order].reshape(-1, 4, 4, p, p).permute(0, 1, 3, 2, 4).reshape(-1, 1, size, size)
-        out[shuffle] = tiles
-    return out
-
-
 def _losses(out: dict[str, Tensor], group: Tensor, phase: Tensor, position: Tensor,
             config: FeatureConfig) -> Tensor:
     loss = config.position_weight * F.mse_loss(out["position"], position)
@@ -268,6 +238,20 @@ def _losses(out: dict[str, Tensor], group: Tensor, phase: Tensor, position: Tens
         if name in out and (target >= 0).any():
             loss = loss + F.cross_entropy(out[name], target, ignore_index=-1)
     return loss
+
+
+def _realism_loss(net: FeatureNet, real: Tensor, out: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+    """Real slices against degraded copies of half of them (a random kind and severity each): is it real,
+    how severe is the damage (0 for real), and which kind. The severity target is what makes distances
+    in the space grow with the strength of a degradation rather than jump once it is detected."""
+    fake_images, kinds, severity = random_degradations(real[: max(1, len(real) // 2)], generator)
+    fake = net(fake_images)
+    logits = torch.cat([out["realism"], fake["realism"]])
+    targets = torch.cat([torch.ones(len(real)), torch.zeros(len(fake_images))])
+    predicted = torch.cat([out["severity"], fake["severity"]])
+    return (F.binary_cross_entropy_with_logits(logits, targets)
+            + 4.0 * F.mse_loss(predicted, torch.cat([torch.zeros(len(real)), severity]))
+            + F.cross_entropy(fake["kind"], kinds))
 
 
 def _train(train: SliceSet, groups: list[str], phases: list[str], config: FeatureConfig,
@@ -293,10 +277,7 @@ def _train(train: SliceSet, groups: list[str], phases: list[str], config: Featur
             out = net(real)
             loss = _losses(out, group[idx], phase[idx], position[idx], config)
             if net.realism_head is not None:
-                fake = net(corrupted(real[: max(1, len(real) // 2)], generator))["realism"]  # half: cheaper
-                logits = torch.cat([out["realism"], fake])
-                targets = torch.cat([torch.ones(len(real)), torch.zeros(len(fake))])
-                loss = loss + config.realism_weight * F.binary_cross_entropy_with_logits(logits, targets)
+                loss = loss + config.realism_weight * _realism_loss(net, real, out, generator)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -335,9 +316,9 @@ def _summarise(net: FeatureNet, slices: SliceSet, groups: list[str], phases: lis
     summary["group_accuracy"], summary["group_chance"] = _accuracy(out.get("group"), group)
     summary["phase_accuracy"], summary["phase_chance"] = _accuracy(out.get("phase"), phase)
     summary["position_mae"] = (out["position"] - position).abs().mean().item()
-    if net.realism_head is not None:  # real validation slices against their corrupted counterparts
+    if net.realism_head is not None:  # real validation slices against degraded copies of them
         with torch.no_grad():
-            fake = torch.cat([net(corrupted(x[i:i + 256], torch.Generator().manual_seed(i)))["realism"]
+            fake = torch.cat([net(random_degradations(x[i:i + 256], torch.Generator().manual_seed(i))[0])["realism"]
                               for i in range(0, len(x), 256)])
         summary["realism_accuracy"] = 0.5 * ((out["realism"] > 0).double().mean() + (fake < 0).double().mean()).item()
     return summary

@@ -11,7 +11,9 @@ Rows (DESIGN.md, "The metrics protocol"):
 
 Columns: nearest-neighbour SSIM / CC / MSE against the reference (mean ± std), the same SSIM against the
 training split, the memorisation rate, FID, KID, precision / recall / density / coverage in the
-project's feature space, diversity (mean pairwise SSIM within the set) and sampling time per image.
+project's feature space, diversity (mean pairwise SSIM within the set), sampling time per image, and
+detectability: the balanced accuracy of a classifier trained to tell the set from real training slices and
+scored on unseen real patients against unseen images of the set (`detectability.py`; 0.5: indistinguishable).
 
 Memorisation, exactly: for an image x let s(x) be its highest SSIM against any training slice. τ is the
 `memorization_percentile`-th percentile (default 95) of s over the real reference images, which are
@@ -35,17 +37,20 @@ import numpy as np
 import torch
 
 from hcmbench.errors import HcmbenchError
+from hcmbench.evaluation.detectability import DetectabilityConfig, detectability
 from hcmbench.evaluation.metrics import as_images, mean_pairwise_ssim, nearest_by_ssim, ssim_constants
 
 Progress = Callable[[str, int, int], None]
 
 CEILING = "real train (ceiling)"  # the calibration row of real training slices
+REAL_VAL = "real val (new patients)"  # the calibration row of real validation patients: real against real
 
 # Each figure a table row holds, and whether a generator wants it low or high (sweeps and `promote`
 # choose by these; val_score is the model's own validation score, not a table figure).
 DIRECTIONS = {"fid": "minimize", "kid": "minimize", "ssim": "maximize", "cc": "maximize", "mse": "minimize",
               "precision": "maximize", "recall": "maximize", "density": "maximize", "coverage": "maximize",
-              "memorization": "minimize", "diversity": "minimize", "sample_ms": "minimize", "val_score": "minimize"}
+              "memorization": "minimize", "diversity": "minimize", "sample_ms": "minimize", "val_score": "minimize",
+              "detectability": "minimize"}
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,8 @@ class EvaluationConfig:
     kid_subsets: int = 100
     seed: int = 0
     calibration: bool = True
+    # the classifier two-sample test; None leaves the detectability column out (it is the slowest figure)
+    detector: DetectabilityConfig | None = DetectabilityConfig()
 
     def __post_init__(self) -> None:
         if self.n < 2:
@@ -96,6 +103,9 @@ class EvaluationRow:
     coverage: float
     diversity: float
     sample_ms: float = math.nan
+    # balanced accuracy of a classifier telling the set from real images (0.5: indistinguishable), over seeds
+    detectability: float = math.nan
+    detectability_std: float = math.nan
     # downstream utility (`hcmbench utility`): gain in patient-level balanced accuracy of HCM-vs-rest when
     # this generator's images are added to scarce real data, over real data alone
     utility: float = math.nan
@@ -123,7 +133,8 @@ class EvaluationTable:
         r = self.rows[row]
         names = {"ssim": r.ssim, "cc": r.cc, "mse": r.mse, "fid": r.fid, "kid": r.kid, "precision": r.precision,
                  "recall": r.recall, "density": r.density, "coverage": r.coverage,
-                 "memorization": r.memorization, "diversity": r.diversity, "sample_ms": r.sample_ms}
+                 "memorization": r.memorization, "diversity": r.diversity, "sample_ms": r.sample_ms,
+                 "detectability": r.detectability}
         return {f"eval/{k}": float(v) for k, v in names.items() if not math.isnan(v)}
 
     def to_csv(self) -> str:
@@ -185,16 +196,16 @@ def display_rows(table: EvaluationTable, compact: bool = False) -> tuple[list[st
     range_note = "" if table.context.get("data_range", 1.0) == 1.0 else f" (range {table.context['data_range']:g})"
     sep, digits = ("±", 2) if compact else (" ± ", 3)
     if compact:
-        header = ["set", "n", f"SSIM{range_note}↑", "CC↑", "MSE↓", "→train", "memorised", "FID↓", "KID×10³↓",
+        header = ["set", "n", f"SSIM{range_note}↑", "CC↑", "MSE↓", "→train", "memorised", "detect↓", "FID↓", "KID×10³↓",
                   "prec", "rec", "dens", "cov", "div", "ms/img"]
     else:
         header = ["set", "n", f"SSIM{range_note} ↑", "CC ↑", "MSE ↓", f"SSIM{range_note} to train", "memorised",
-                  "FID ↓", "KID×10³ ↓", "precision", "recall", "density", "coverage", "diversity", "ms/image"]
+                  "detectability ↓", "FID ↓", "KID×10³ ↓", "precision", "recall", "density", "coverage", "diversity", "ms/image"]
     body = []
     for r in table.rows:
         body.append([r.name, str(r.n), _pm(r.ssim, r.ssim_std, digits, sep), _pm(r.cc, r.cc_std, digits, sep),
                      _pm(r.mse, r.mse_std, digits + 1, sep), _num(r.train_ssim), _num(r.memorization, 1, 100, " %"),
-                     _num(r.fid, 2), _pm(r.kid * 1e3, r.kid_std * 1e3, digits - 1, sep), _num(r.precision, 2),
+                     _pm(r.detectability, r.detectability_std, 2, sep), _num(r.fid, 2), _pm(r.kid * 1e3, r.kid_std * 1e3, digits - 1, sep), _num(r.precision, 2),
                      _num(r.recall, 2), _num(r.density, 2), _num(r.coverage, 2), _num(r.diversity, digits),
                      _num(r.sample_ms, 2)])
     if table.has_utility():  # only once `hcmbench utility` has measured it for these runs
@@ -229,6 +240,14 @@ def notes(table: EvaluationTable) -> list[str]:
         "real rows.",
         "Diversity: mean SSIM between distinct images of the set (lower is more diverse; compare with the real rows).",
     ]
+    detector = c.get("config", {}).get("detector")
+    if detector:
+        out.append(
+            "Detectability: balanced accuracy of a CNN trained to tell the set from real training slices, tested on "
+            "the reference's real patients against images of the set it was not trained on (mean ± std over "
+            f"{detector['seeds']} seeds; real sets split by patient). 0.5: it cannot tell them apart; 1.0: it tells "
+            "every image. Read it against 'real val (new patients)', real against real: what unseen real patients "
+            "score. The training split is the classifier's real class, so its row has none.")
     if table.has_utility():
         out.append("Utility: the best gain in patient-level balanced accuracy (HCM against the other groups) from "
                    "adding the model's images to scarce real training data, over real data alone, as last measured "
@@ -236,7 +255,7 @@ def notes(table: EvaluationTable) -> list[str]:
     return out
 
 
-PIXEL_COLUMNS = 7  # set, n, SSIM, CC, MSE, SSIM to train, memorised; the rest are feature-space columns
+PIXEL_COLUMNS = 8  # set, n, SSIM, CC, MSE, SSIM to train, memorised, detectability; then feature-space columns
 
 
 def rich_tables(table: EvaluationTable) -> list[Any]:
@@ -246,7 +265,8 @@ def rich_tables(table: EvaluationTable) -> list[Any]:
     from rich.table import Table
 
     header, body = display_rows(table, compact=True)
-    parts = [(f"{table.context.get('title', 'Evaluation')}: against real images", list(range(PIXEL_COLUMNS)), None),
+    parts = [(f"{table.context.get('title', 'Evaluation')}: against real images (detect: detectability)",
+              list(range(PIXEL_COLUMNS)), None),
              ("In the feature space (prec/rec/dens/cov: precision, recall, density, coverage; div: diversity)",
               [0] + list(range(PIXEL_COLUMNS, len(header))), "\n".join(notes(table)))]
     out = []
@@ -275,34 +295,64 @@ def blurred(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return torch.from_numpy(np.stack([gaussian_filter(im, sigma, mode="reflect") for im in x]).astype(np.float32))
 
 
-def calibration_sets(train: torch.Tensor, val: torch.Tensor | None, n: int, blur_sigma: float,
-                     seed: int) -> dict[str, torch.Tensor]:
+@dataclass
+class CalibrationSet:
+    """A calibration row's images, and the patient of each where the images are real slices (else None)."""
+
+    images: torch.Tensor
+    patients: np.ndarray | None = None
+
+
+def calibration_sets(train: torch.Tensor, val: torch.Tensor | None, n: int, blur_sigma: float, seed: int,
+                     train_patients: np.ndarray | None = None,
+                     val_patients: np.ndarray | None = None) -> dict[str, CalibrationSet]:
     """The calibration rows' images: real training and validation slices (up to n, seeded), the mean training
-    image (one image, standing for n copies), blurred training slices, and n uniform-noise images."""
+    image (one image, standing for n copies), blurred training slices, and n uniform-noise images; with the
+    patients of the real and blurred slices when given."""
     rng = torch.Generator().manual_seed(seed)
 
-    def pick(x: torch.Tensor) -> torch.Tensor:
-        return x if len(x) <= n else x[torch.randperm(len(x), generator=rng)[:n].sort().values]
+    def pick(x: torch.Tensor, patients: np.ndarray | None) -> CalibrationSet:
+        if len(x) <= n:
+            return CalibrationSet(x, patients)
+        index = torch.randperm(len(x), generator=rng)[:n].sort().values
+        return CalibrationSet(x[index], None if patients is None else patients[index.numpy()])
 
-    real = pick(train)
+    real = pick(train, train_patients)
     sets = {CEILING: real}
     if val is not None and len(val) >= 2:
-        sets["real val (new patients)"] = pick(val)
-    sets["mean train image"] = train.mean(0, keepdim=True)  # one image; it stands for n identical ones
-    sets[f"blurred train (σ {blur_sigma:g} px)"] = blurred(real, blur_sigma)
-    sets["uniform noise"] = torch.rand((n, *train.shape[1:]), generator=rng)
+        sets[REAL_VAL] = pick(val, val_patients)
+    sets["mean train image"] = CalibrationSet(train.mean(0, keepdim=True))  # one image, standing for n
+    sets[f"blurred train (σ {blur_sigma:g} px)"] = CalibrationSet(blurred(real.images, blur_sigma), real.patients)
+    sets["uniform noise"] = CalibrationSet(torch.rand((n, *train.shape[1:]), generator=rng))
     return sets
 
 
 @dataclass
 class EvaluationInputs:
-    """The real images (in [0, 1]) and the feature space a table is computed against."""
+    """The real images (in [0, 1]) and the feature space a table is computed against; the patient of each
+    training and validation slice, when known, keeps the detectability test's real sets patient-disjoint."""
 
     reference: torch.Tensor
     train: torch.Tensor
     val: torch.Tensor | None
     extractor: Any  # evaluation.features.FeatureExtractor
     reference_name: str = "held-out test split"
+    train_patients: np.ndarray | None = None
+    val_patients: np.ndarray | None = None
+
+
+def _detectability(name: str, images: torch.Tensor, patients: np.ndarray | None, inputs: EvaluationInputs,
+                   reference: torch.Tensor, config: EvaluationConfig) -> tuple[float, float]:
+    """(mean, std) of the set's detectability; NaN for the training split (the classifier's real class) and
+    for a real set of one patient (no patient-disjoint halves)."""
+    if config.detector is None or name == CEILING:
+        return math.nan, math.nan
+    if patients is not None and len(set(patients.tolist())) < 2:
+        return math.nan, math.nan
+    if len(images) == 1:  # the mean image stands for n copies
+        images = images.expand(min(config.n, 512), -1, -1)
+    found = detectability(inputs.train, reference, images, patients, config.detector, seed=config.seed)
+    return found.mean, found.std
 
 
 def evaluate_sets(generated: dict[str, tuple[torch.Tensor, float]], inputs: EvaluationInputs,
@@ -318,17 +368,19 @@ def evaluate_sets(generated: dict[str, tuple[torch.Tensor, float]], inputs: Eval
     ref_to_train = nearest_by_ssim(reference, train, config.data_range).ssim
     threshold = float(np.percentile(ref_to_train.numpy(), config.memorization_percentile))
 
-    sets: list[tuple[str, str, torch.Tensor, float]] = [(name, "model", as_images(x, name), ms)
-                                                        for name, (x, ms) in generated.items()]
+    sets: list[tuple[str, str, CalibrationSet, float]] = [(name, "model", CalibrationSet(as_images(x, name)), ms)
+                                                          for name, (x, ms) in generated.items()]
     if config.calibration:
         val = as_images(inputs.val, "validation split") if inputs.val is not None else None
-        sets += [(name, "calibration", x, math.nan)
-                 for name, x in calibration_sets(train, val, config.n, config.blur_sigma, config.seed).items()]
+        sets += [(name, "calibration", found, math.nan)
+                 for name, found in calibration_sets(train, val, config.n, config.blur_sigma, config.seed,
+                                                     inputs.train_patients, inputs.val_patients).items()]
 
     rows = []
-    for done, (name, kind, images, ms) in enumerate(sets):
+    for done, (name, kind, found, ms) in enumerate(sets):
         if progress is not None:
             progress(name, done, len(sets))
+        images = found.images
         # a set of one image (the mean image) stands for n copies: same pixel figures, n feature rows
         count = config.n if len(images) == 1 else len(images)
         to_ref = nearest_by_ssim(images, reference, config.data_range).summary()
@@ -337,6 +389,7 @@ def evaluate_sets(generated: dict[str, tuple[torch.Tensor, float]], inputs: Eval
         feats = inputs.extractor.embed(images).expand(count, -1)
         kid, kid_std = kernel_distance(ref_feats, feats, subsets=config.kid_subsets, seed=config.seed)
         quality = prdc(ref_feats, feats, k=min(config.k, len(feats) - 1)) if len(feats) > 1 else {}
+        detect, detect_std = _detectability(name, images, found.patients, inputs, reference, config)
         rows.append(EvaluationRow(
             name=name, kind=kind, n=count,
             ssim=to_ref["ssim"], ssim_std=to_ref["ssim_std"], cc=to_ref["cc"], cc_std=to_ref["cc_std"],
@@ -348,7 +401,7 @@ def evaluate_sets(generated: dict[str, tuple[torch.Tensor, float]], inputs: Eval
             density=quality.get("density", math.nan), coverage=quality.get("coverage", math.nan),
             diversity=1.0 if len(images) == 1 else mean_pairwise_ssim(images, config.diversity_images, config.seed,
                                                                       config.data_range),
-            sample_ms=ms))
+            sample_ms=ms, detectability=detect, detectability_std=detect_std))
     if progress is not None:
         progress("done", len(sets), len(sets))
     context = {"reference": inputs.reference_name, "reference_n": len(reference), "train_n": len(train),
@@ -460,9 +513,11 @@ def evaluate_checkpoints(checkpoints: dict[str, str | Path], data_root: str | Pa
                                              progress=report(f"Sampling {generator.model.name}"))[0], config.n)
         generated[name or generator.model.name] = (from_model_range(images), ms)
     val = slices.of_split("val")
-    inputs = EvaluationInputs(reference=torch.from_numpy(reference.images), train=torch.from_numpy(slices.of_split("train").images),
+    train = slices.of_split("train")
+    inputs = EvaluationInputs(reference=torch.from_numpy(reference.images), train=torch.from_numpy(train.images),
                               val=torch.from_numpy(val.images) if len(val) >= 2 else None, extractor=extractor,
-                              reference_name=reference_name)
+                              reference_name=reference_name, train_patients=train.patient,
+                              val_patients=val.patient if len(val) >= 2 else None)
     table = evaluate_sets(generated, inputs, config,
                           progress=None if progress is None else (lambda name, d, t: progress(f"Scoring {name}", d, t)))
     table.context.update(title="Generators compared", device=str(resolve_device(device)),

@@ -14,7 +14,8 @@ from hcmbench.data.slices import load_slices
 from hcmbench.errors import HcmbenchError
 from hcmbench.evaluation import features
 from hcmbench.evaluation.distribution import frechet_distance
-from hcmbench.evaluation.features import FeatureConfig, FeatureNet, corrupted, feature_key, load_feature_extractor
+from hcmbench.evaluation.degradations import random_degradations
+from hcmbench.evaluation.features import FeatureConfig, FeatureNet, feature_key, load_feature_extractor
 
 # Two phantom patients per group: one trains, one validates. The caller asks for HCM only; the
 # extractor must still train on every group present.
@@ -101,26 +102,17 @@ def test_noise_is_far_from_real_images_in_feature_space(trained):
     assert frechet_distance(train, noise) > 4 * real_vs_real
 
 
-def test_realism_head_tells_real_slices_from_corrupted_ones(trained):
+def test_realism_heads_tell_real_slices_from_degraded_ones_and_how_badly(trained):
     extractor, slices = trained
-    assert extractor.summary["realism_accuracy"] > 0.9
+    assert extractor.summary["realism_accuracy"] > 0.6  # chance 0.5; the mildest damage (severity 0.15) is subtle
     val = torch.from_numpy(slices.of_split("val").images).unsqueeze(1)
+    fake, _, severity = random_degradations(val, torch.Generator().manual_seed(5), low=0.5)
     with torch.no_grad():
-        real = extractor.net(val)["realism"]
-        fake = extractor.net(corrupted(val, torch.Generator().manual_seed(5)))["realism"]
-    assert (real > 0).double().mean() > 0.8 and (fake < 0).double().mean() > 0.8
-
-
-def test_corruptions_are_noise_blur_and_shuffled_patches_of_the_input():
-    x = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(0)) ** 3  # skewed, unlike U(0, 1)
-    out = corrupted(x, torch.Generator().manual_seed(1))
-    assert out.shape == x.shape and 0 <= out.min() and out.max() <= 1
-    noise, blur, shuffle = out[0::3], out[1::3], out[2::3]
-    assert abs(noise.mean().item() - 0.5) < 0.05  # uniform noise, not the skewed input
-    assert blur.std() < 0.5 * x[1::3].std()  # a blur removes most of the pixel variance ...
-    torch.testing.assert_close(blur.mean(), x[1::3].mean(), atol=0.02, rtol=0)  # ... but keeps the level
-    assert not torch.equal(shuffle, x[2::3])  # the patches moved ...
-    torch.testing.assert_close(shuffle.flatten(1).sort(1).values, x[2::3].flatten(1).sort(1).values)  # ... all of them
+        real, damaged = extractor.net(val), extractor.net(fake)
+    called_real, called_damaged = (real["realism"] > 0).double().mean(), (damaged["realism"] < 0).double().mean()
+    assert called_real > 0.6 and called_damaged > 0.6, (called_real, called_damaged)  # a tiny network, ten patients
+    # the severity head reads the strength of the damage, not only its presence
+    assert real["severity"].mean() < damaged["severity"].mean() - 0.25
 
 
 def test_second_load_comes_from_the_cache(phantom_root, monkeypatch):
