@@ -34,6 +34,19 @@ def _quiet() -> bool:
     return bool(ctx.find_root().obj and ctx.find_root().obj.get("quiet"))
 
 
+detect_seeds_option = click.option(
+    "--detect-seeds", type=click.IntRange(0), default=3, show_default=True,
+    help="Seeds of the detectability test (a classifier trained per seed and set, 10-30 s each at 64 px on "
+         "a CPU); 0 leaves the column out.")
+
+
+def detector_config(seeds: int):
+    """The detectability test's settings for `--detect-seeds` (0: no detectability column)."""
+    from hcmbench.evaluation.detectability import DetectabilityConfig
+
+    return DetectabilityConfig(seeds=seeds) if seeds else None
+
+
 def _say(message: str) -> None:
     if not _quiet():
         err_console.print(message, highlight=False, soft_wrap=True)
@@ -409,11 +422,12 @@ def generate(source: str, count: int, out: Path, fmt: str, label: str | None, se
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default=None, help="Diffusion sampler.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Diffusion sampling steps.")
 @click.option("--no-calibration", is_flag=True, help="Leave out the calibration rows (not recommended).")
+@detect_seeds_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def evaluate(source: str, count: int, data_root: Path | None, reference_root: Path | None, out: Path | None,
-             ssim_data_range: float, sampler: str | None, steps: int | None, no_calibration: bool, seed: int,
-             device: str) -> None:
+             ssim_data_range: float, sampler: str | None, steps: int | None, no_calibration: bool,
+             detect_seeds: int, seed: int, device: str) -> None:
     """Score a generator: SSIM / CC / MSE, FID, KID, PRDC, memorisation, diversity, with calibration rows.
 
     SOURCE is a checkpoint file, an MLflow run id, or a runs:/ or models:/ URI (e.g. models:/hcm-dcgan@champion).
@@ -423,7 +437,8 @@ def evaluate(source: str, count: int, data_root: Path | None, reference_root: Pa
     from hcmbench.evaluation.report import EvaluationConfig, default_output_folder, evaluate_checkpoint, rich_tables
     from hcmbench.tracking import resolve_checkpoint
 
-    config = EvaluationConfig(n=count, data_range=ssim_data_range, seed=seed, calibration=not no_calibration)
+    config = EvaluationConfig(n=count, data_range=ssim_data_range, seed=seed, calibration=not no_calibration,
+                              detector=detector_config(detect_seeds))
     options = {"sampler": sampler, "steps": steps}
     with tempfile.TemporaryDirectory(prefix="hcmbench-") as download, _phase_progress() as progress:
         checkpoint = resolve_checkpoint(source, download)
@@ -593,10 +608,11 @@ def promote(model_name: str, metric: str, alias: str) -> None:
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddim", show_default=True,
               help="Diffusion sampler (other models ignore it).")
 @click.option("--steps", type=click.IntRange(1), default=50, show_default=True, help="Diffusion sampling steps.")
+@detect_seeds_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def compare(model_names: str | None, metric: str, count: int, out: Path, sampler: str, steps: int, seed: int,
-            device: str) -> None:
+def compare(model_names: str | None, metric: str, count: int, out: Path, sampler: str, steps: int,
+            detect_seeds: int, seed: int, device: str) -> None:
     """The study's Table 1: the best run of each model against held-out patients, with calibration rows."""
     import tempfile
 
@@ -607,7 +623,8 @@ def compare(model_names: str | None, metric: str, count: int, out: Path, sampler
     runs = best_runs(names, metric)
     with tempfile.TemporaryDirectory(prefix="hcmbench-") as tmp, _phase_progress() as progress:
         checkpoints = download_checkpoints(runs, Path(tmp))
-        table = evaluate_checkpoints(checkpoints, config=EvaluationConfig(n=count, seed=seed),
+        table = evaluate_checkpoints(checkpoints, config=EvaluationConfig(n=count, seed=seed,
+                                                                          detector=detector_config(detect_seeds)),
                                      sample_options={"sampler": sampler, "steps": steps}, device=device,
                                      progress=progress)
     table = table.with_utility(utility_gains({name: run.info.run_id for name, run in runs.items()}))

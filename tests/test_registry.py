@@ -108,9 +108,9 @@ def test_compare_prints_the_table_writes_it_and_logs_it(inside):
 
     from hcmbench.tracking import tracking_uri
 
-    result = run("compare", "--models", "toy", "-n", "8", "--out", str(inside / "cmp"))
+    result = run("compare", "--models", "toy", "-n", "8", "--detect-seeds", "1", "--out", str(inside / "cmp"))
     assert result.exit_code == 0, result.output
-    assert "toy" in result.output and "uniform noise" in result.output
+    assert "toy" in result.output and "uniform noise" in result.output and "detect" in result.output
     assert "| toy |" in (inside / "cmp" / "table.md").read_text()
     client = MlflowClient(tracking_uri())
     experiment = client.get_experiment_by_name("hcmbench-compare")

@@ -14,11 +14,13 @@ import tests.toy_model  # noqa: F401  (registers "toy")
 from hcmbench.cli import main
 from hcmbench.config import DataConfig
 from hcmbench.data.slices import load_slices
+from hcmbench.evaluation.detectability import DetectabilityConfig
 from hcmbench.evaluation.features import FeatureConfig, load_feature_extractor
 from hcmbench.evaluation.report import EvaluationConfig, EvaluationInputs, evaluate_sets
 
 TINY_FEATURES = FeatureConfig(dim=16, epochs=2, width=4, batch_size=32)
 DATA = DataConfig(groups=("HCM",), size=32)
+QUICK = DetectabilityConfig(seeds=1, steps=60)  # detectability is tested in test_detectability and test_validity
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +39,7 @@ def rows_by_name(table):
 
 
 def test_a_generator_that_returns_training_images_is_flagged_as_memorising(inputs):
-    config = EvaluationConfig(n=20, kid_subsets=5, diversity_images=20)
+    config = EvaluationConfig(n=20, kid_subsets=5, diversity_images=20, detector=QUICK)
     copies = inputs.train[torch.arange(20) % len(inputs.train)]
     table = evaluate_sets({"copier": (copies, 0.5)}, inputs, config)
     rows = rows_by_name(table)
@@ -48,9 +50,11 @@ def test_a_generator_that_returns_training_images_is_flagged_as_memorising(input
 
 
 def test_calibration_rows_bracket_the_real_ceiling(inputs):
-    table = evaluate_sets({}, inputs, EvaluationConfig(n=20, kid_subsets=5, diversity_images=20))
+    table = evaluate_sets({}, inputs, EvaluationConfig(n=20, kid_subsets=5, diversity_images=20, detector=QUICK))
     rows = rows_by_name(table)
     assert [r.kind for r in table.rows] == ["calibration"] * 5
+    assert np.isnan(rows["real train (ceiling)"].detectability)  # the classifier's own real class
+    assert rows["uniform noise"].detectability > 0.9 and 0 <= rows["real val (new patients)"].detectability <= 1
     ceiling, noise = rows["real train (ceiling)"], rows["uniform noise"]
     assert noise.ssim < ceiling.ssim - 0.3 and noise.cc < ceiling.cc and noise.mse > ceiling.mse
     assert noise.fid > ceiling.fid and noise.precision <= ceiling.precision
@@ -62,21 +66,25 @@ def test_calibration_rows_bracket_the_real_ceiling(inputs):
 
 def test_table_files_carry_every_row_and_the_notes(inputs, tmp_path):
     table = evaluate_sets({"toy": (inputs.val, 1.25)}, inputs, EvaluationConfig(n=10, kid_subsets=3,
-                                                                               diversity_images=10))
+                                                                               diversity_images=10, detector=QUICK))
     md, csv_path = table.write(tmp_path / "eval")
     text = md.read_text()
     assert "| toy |" in text and "| uniform noise |" in text and "ceiling" in text and "Memorised" in text
+    assert "detectability ↓" in text and "Detectability: balanced accuracy" in text
     records = list(csv.DictReader(io.StringIO(csv_path.read_text())))
     assert [r["name"] for r in records][0] == "toy" and len(records) == 6
     assert float(records[0]["sample_ms"]) == 1.25 and records[1]["sample_ms"] == ""
-    assert set(table.model_metrics()) >= {"eval/ssim", "eval/fid", "eval/memorization", "eval/sample_ms"}
+    assert set(table.model_metrics()) >= {"eval/ssim", "eval/fid", "eval/memorization", "eval/sample_ms",
+                                          "eval/detectability"}
+    assert 0 <= float(records[0]["detectability"]) <= 1 and records[1]["detectability"] == ""  # none for train
 
 
 def test_data_range_255_is_labelled_and_inflates_ssim(inputs):
-    config = EvaluationConfig(n=10, kid_subsets=3, diversity_images=10, data_range=255)
+    config = EvaluationConfig(n=10, kid_subsets=3, diversity_images=10, data_range=255, detector=None)
     table = evaluate_sets({}, inputs, config)
     assert rows_by_name(table)["uniform noise"].ssim > 0.9
     assert "as in the study" in table.to_markdown() and "SSIM (range 255)" in table.to_markdown()
+    assert all(np.isnan(r.detectability) for r in table.rows) and "Detectability:" not in table.to_markdown()
 
 
 # -- the commands ----------------------------------------------------------------------------------
@@ -104,9 +112,10 @@ def tiny_features(monkeypatch):
 
 
 def test_evaluate_prints_the_table_and_writes_it_beside_the_run(toy_checkpoint, tiny_features):
-    result = run("evaluate", str(toy_checkpoint), "-n", "12")
+    result = run("evaluate", str(toy_checkpoint), "-n", "12")  # every default, detectability's 3 seeds included
     assert result.exit_code == 0, result.output
     assert "toy" in result.output and "uniform noise" in result.output and "ceiling" in result.output
+    assert "detect" in result.output
     folder = toy_checkpoint.parent.parent / "eval"
     records = list(csv.DictReader(io.StringIO((folder / "table.csv").read_text())))
     assert records[0]["name"] == "toy" and records[0]["n"] == "12" and float(records[0]["sample_ms"]) > 0
@@ -121,7 +130,8 @@ def test_evaluate_reads_a_run_from_mlflow(toy_checkpoint, tiny_features, tmp_pat
     experiment = mlflow.create_experiment("t", artifact_location=str(tmp_path / "artifacts"))
     with mlflow.start_run(experiment_id=experiment) as active:
         mlflow.log_artifact(str(toy_checkpoint), "checkpoints")
-    result = run("--quiet", "evaluate", active.info.run_id, "-n", "6", "--no-calibration", "--out", str(tmp_path / "e"))
+    result = run("--quiet", "evaluate", active.info.run_id, "-n", "6", "--no-calibration", "--detect-seeds", "1",
+                 "--out", str(tmp_path / "e"))
     assert result.exit_code == 0, result.output
     assert (tmp_path / "e" / "table.md").read_text().count("| toy |") == 1
     missing = run("evaluate", "0" * 32, "--out", str(tmp_path / "f"))
@@ -132,6 +142,7 @@ def test_evaluate_reads_a_run_from_mlflow(toy_checkpoint, tiny_features, tmp_pat
     (["no/such/file.pt"], "no such checkpoint file"),
     (["{ckpt}", "-n", "1"], "Invalid value for '-n'"),
     (["{ckpt}", "--ssim-data-range", "0"], "Invalid value for '--ssim-data-range'"),
+    (["{ckpt}", "--detect-seeds", "-1"], "Invalid value for '--detect-seeds'"),
 ])
 def test_evaluate_refuses_bad_input(toy_checkpoint, args, message):
     result = run("evaluate", *[a.format(ckpt=toy_checkpoint) for a in args])
