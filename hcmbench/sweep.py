@@ -26,9 +26,10 @@ evaluation's figures (fid, kid, ssim, cc, mse, precision, recall, density, cover
 diversity, detectability) or `val_score`, the model's own validation score. `combine` adds other figures
 of the same direction with weights: `{metric: detectability, combine: {fid: 0.002}}` minimises
 detectability + 0.002 × FID, so that FID still ranks trials that a classifier tells from real images
-every time (detectability saturates at 1.0 for every poor generator, FID does not). Detectability, the
-slowest figure (a classifier trained per trial, seconds to a minute), is computed only when the objective
-uses it.
+every time (detectability saturates at 1.0 for every poor generator, FID does not). This is the shipped
+spaces' objective, with a weight of 0.001 (bench/metric_validity.py and docs/results.md say why).
+Detectability, the slowest figure (a classifier trained per trial, with one seed: seconds), is computed
+only when the objective uses it.
 """
 
 from __future__ import annotations
@@ -878,7 +879,8 @@ class _TrialScorer:
         generator = load_generator(checkpoint, device=resolve_device(self.device))
         n = self.space.images
         images, ms = timed_draw(lambda: draw(generator, n, seed=self.seed, options=self.space.sampling)[0], n)
-        detector = DetectabilityConfig() if "detectability" in self.space.figures else None
+        # one seed per trial: the study averages over trials, and the classifier's strength is not reduced
+        detector = DetectabilityConfig(seeds=1) if "detectability" in self.space.figures else None
         config = EvaluationConfig(n=n, calibration=False, kid_subsets=20, diversity_images=min(n, 100), seed=self.seed,
                                   detector=detector)
         return evaluate_sets({generator.model.name: (from_model_range(images), ms)}, self.inputs, config)

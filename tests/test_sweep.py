@@ -154,7 +154,7 @@ def test_every_shipped_search_space_loads():
     assert shipped == ["acgan", "dcgan", "ddpm", "gan", "infogan", "vae"]
     for model in shipped:
         space = load_space(model)
-        assert space.model == model and space.params and space.metric == "fid"
+        assert space.model == model and space.params and space.figures == ("detectability", "fid")
 
 
 def test_sweep_command_refuses_bad_input_before_touching_the_stores(workdir):

@@ -81,12 +81,12 @@ def _scored_rows(table: EvaluationTable) -> list:
     return [r for r in table.rows if r.name != CEILING and math.isfinite(r.detectability) and math.isfinite(r.fid)]
 
 
-def rank_agreement(table: EvaluationTable) -> float:
+def rank_agreement(table: EvaluationTable, names: set[str] | None = None) -> float:
     """Spearman correlation between FID and detectability over a table's rows that have both (every row but
-    the training split's); NaN with fewer than three."""
+    the training split's), or over the rows named in `names`; NaN with fewer than three."""
     from scipy.stats import spearmanr
 
-    rows = _scored_rows(table)
+    rows = [r for r in _scored_rows(table) if names is None or r.name in names]
     if len(rows) < 3:
         return math.nan
     return float(spearmanr([r.fid for r in rows], [r.detectability for r in rows]).statistic)
