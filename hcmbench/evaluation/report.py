@@ -209,7 +209,7 @@ def display_rows(table: EvaluationTable, compact: bool = False) -> tuple[list[st
                      _num(r.recall, 2), _num(r.density, 2), _num(r.coverage, 2), _num(r.diversity, digits),
                      _num(r.sample_ms, 2)])
     if table.has_utility():  # only once `hcmbench utility` has measured it for these runs
-        header.append("utility Δbacc" if compact else "utility (Δ balanced acc.)")
+        header.append("utility" if compact else "utility (Δ balanced acc.)")
         for cells, r in zip(body, table.rows):
             cells.append("" if math.isnan(r.utility) else f"{r.utility:+.3f}")
     return header, body
@@ -255,32 +255,44 @@ def notes(table: EvaluationTable) -> list[str]:
     return out
 
 
-PIXEL_COLUMNS = 8  # set, n, SSIM, CC, MSE, SSIM to train, memorised, detectability; then feature-space columns
+# The terminal's three tables, by compact header: what a reader looks at first (is it real, copied,
+# diverse?), the study's pixel figures, then the feature space. Each fits an 80-column terminal.
+TERMINAL_TABLES = (
+    ("realism (detect: detectability, 0.5 = a classifier cannot tell the set from real patients; div: "
+     "diversity; utility: Δ balanced accuracy downstream)", ("set", "n", "detect↓", "memorised", "div", "ms/img",
+                                                              "utility")),
+    ("the study's figures, nearest real image by SSIM (→train: the same, among training slices)",
+     ("set", "SSIM↑", "CC↑", "MSE↓", "→train")),
+    ("in the feature space (prec/rec/dens/cov: precision, recall, density, coverage)",
+     ("set", "FID↓", "KID×10³↓", "prec", "rec", "dens", "cov")),
+)
 
 
 def rich_tables(table: EvaluationTable) -> list[Any]:
-    """The table for the terminal as two rich Tables (pixel figures, then feature-space figures), each
-    fitting an 80-column terminal, and the notes as a caption under the second."""
+    """The table for the terminal as three rich Tables (`TERMINAL_TABLES`) and the notes under them; columns
+    that the table does not have (utility, before it is measured) are left out."""
+    import re
+
     from rich import box
     from rich.table import Table
+    from rich.text import Text
 
     header, body = display_rows(table, compact=True)
-    parts = [(f"{table.context.get('title', 'Evaluation')}: against real images (detect: detectability)",
-              list(range(PIXEL_COLUMNS)), None),
-             ("In the feature space (prec/rec/dens/cov: precision, recall, density, coverage; div: diversity)",
-              [0] + list(range(PIXEL_COLUMNS, len(header))), "\n".join(notes(table)))]
-    out = []
-    for title, columns, caption in parts:
-        rich = Table(title=title, caption=caption, caption_justify="left", title_justify="left",
-                     box=box.SIMPLE_HEAD, pad_edge=False)
+    header = [re.sub(r" \(range [^)]*\)", "", h) for h in header]  # the range is said in the notes
+    out: list[Any] = []
+    for number, (title, names) in enumerate(TERMINAL_TABLES):
+        prefix = f"{table.context.get('title', 'Evaluation')}: " if number == 0 else ""
+        rich = Table(title=prefix + title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+        columns = [header.index(name) for name in names if name in header]
         for i in columns:
             if i == 0:
-                rich.add_column(header[i], min_width=12, overflow="fold")
+                rich.add_column(header[i], min_width=18, overflow="fold")
             else:
                 rich.add_column(header[i], justify="right", no_wrap=True)
         for row, cells in zip(table.rows, body):
             rich.add_row(*[cells[i] for i in columns], style="bold" if row.kind == "model" else None)
         out.append(rich)
+    out.append(Text("\n".join(f"- {note}" for note in notes(table))))
     return out
 
 
