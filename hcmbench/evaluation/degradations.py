@@ -133,6 +133,21 @@ def degrade(images: Tensor, kind: str, parameter: float, generator: torch.Genera
     return out[:, 0] if flat else out
 
 
+def _apply_each(images: Tensor, name: str, parameters: Tensor, generator: torch.Generator) -> Tensor:
+    """Kind `name` applied to each image at its own parameter: in one call where the parameter can be a
+    per-image tensor (noise, intensity curves, mixtures), image by image otherwise (blur, shuffle)."""
+    v = parameters.view(-1, 1, 1, 1)
+    if name == "noise":
+        return images + v * torch.randn(images.shape, generator=generator)
+    if name.startswith("gamma"):
+        return images.clamp(0, 1) ** v
+    if name in ("tconv", "nearest", "replace"):
+        other = {"tconv": tconv_up, "nearest": nearest_up}.get(name)
+        return _mix(images, other(images) if other else torch.rand(images.shape, generator=generator), v)
+    apply = KINDS[name][0]
+    return torch.cat([apply(images[i:i + 1], float(parameters[i]), generator) for i in range(len(images))])
+
+
 def random_degradations(images: Tensor, generator: torch.Generator,
                         low: float = 0.15) -> tuple[Tensor, Tensor, Tensor]:
     """Each image (n, 1, S, S) under a random kind at a random severity u in [low, 1]: (degraded, kind index
@@ -144,7 +159,7 @@ def random_degradations(images: Tensor, generator: torch.Generator,
     for k, name in enumerate(names):
         chosen = (kinds == k).nonzero().flatten()
         if len(chosen):
-            apply, parameter = KINDS[name]
-            out[chosen] = torch.cat([apply(images[i:i + 1], parameter(float(severity[i])), generator)
-                                     for i in chosen.tolist()]).clamp(0, 1)
+            to_parameter = KINDS[name][1]
+            parameters = torch.tensor([to_parameter(float(u)) for u in severity[chosen]])
+            out[chosen] = _apply_each(images[chosen], name, parameters, generator).clamp(0, 1)
     return out, kinds, severity

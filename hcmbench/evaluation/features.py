@@ -63,7 +63,7 @@ from hcmbench.evaluation.degradations import KINDS, random_degradations
 from hcmbench.io import atomic_path
 
 # Bump when the network, its training or the cache file's layout changes, so that old caches are not reused.
-FORMAT = 3
+FORMAT = 4
 PHASES = ("ED", "ES")
 SHIFT_PX = 2
 INTENSITY_SCALE = (0.9, 1.1)
