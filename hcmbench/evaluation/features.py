@@ -12,15 +12,20 @@ dataset root (not only the group being generated), preprocessed with the caller'
 (DataConfig: size, field of view, frames, clipping, split shares and seed). Splits are by patient,
 per group and seeded, so the validation and test patients that a generator is scored against —
 HCM's held-out patients included — are never seen by the feature network. It is supervised on
-three tasks at once, each a head on one shared `dim`-d embedding:
+four tasks at once, each a head on one shared `dim`-d embedding:
   - the diagnostic group (NOR, MINF, DCM, HCM, RV; cross-entropy, when at least two are present),
   - the cardiac phase, end-diastole vs end-systole (cross-entropy, when both are among the frames),
   - the slice level from base (0) to apex (1) (`SliceSet.slice_position`; mean squared error),
-  - realism: real slices against unrealistic counterparts made from them on the fly (uniform noise,
-    a strong blur, patch-shuffled slices; binary cross-entropy). Without it the space had no reason to
-    separate non-images from hearts: uniform noise gathered near the real mean and scored a better
-    FID than a poorly trained GAN. The price: noise and blur are in-sample for this task, so the
-    evaluation's noise and blur calibration rows are far from real partly by construction.
+  - realism: real slices against copies of them damaged by a family of generator artefacts
+    (`degradations.py`: noise, blur, intensity curves, transposed-convolution checkerboards, blocky
+    upsampling, shuffled patches, uniform noise mixed in), each at a random severity: whether a slice is
+    real (binary cross-entropy), how severe its damage is (0 for real slices; mean squared error) and
+    which kind it is (cross-entropy). The severity target is what makes distances grow with the strength
+    of a damage instead of jumping once it is seen. Without a realism task the space had no reason to
+    separate non-images from hearts (uniform noise scored a better FID than a poorly trained GAN); with
+    one that knew only noise, blur and shuffled patches, a DCGAN whose samples a classifier tells from
+    real patients 99.9 % of the time scored a better FID than real patients. The price: these artefacts
+    are in-sample for the space, so `bench/metric_validity.py` checks it on generators it never saw.
 Features that separate diagnoses, phases and anatomical levels are what a reader of cardiac MRI
 looks at — wall thickness, cavity size, contraction, position along the long axis — so distances in
 this space reflect differences a cardiologist would notice; this is the role Inception plays for
@@ -85,7 +90,7 @@ class FeatureConfig:
     weight_decay: float = 1e-4
     # Weight of the slice-position MSE (values in [0, 1]) against the two cross-entropies.
     position_weight: float = 4.0
-    # Weight of the realism task (real slices against noise, blurred and patch-shuffled ones); 0 turns it off.
+    # Weight of the realism task (real slices against degraded copies, `degradations.KINDS`); 0 turns it off.
     realism_weight: float = 1.0
 
     def __post_init__(self) -> None:

@@ -433,7 +433,7 @@ def _describe_features(extractor: Any) -> str:
     if summary.get("position_mae") is not None:
         parts.append(f"slice-level error {summary['position_mae']:.2f}")
     if summary.get("realism_accuracy") is not None:
-        parts.append(f"real-vs-corrupted accuracy {summary['realism_accuracy']:.2f} (chance 0.50)")
+        parts.append(f"real-vs-degraded accuracy {summary['realism_accuracy']:.2f} (chance 0.50)")
     held_out = f", on validation patients: {', '.join(parts)}" if parts else ""
     return f"FeatureNet {getattr(extractor, 'key', '')}{held_out}"
 
