@@ -13,7 +13,7 @@ from hcmbench.errors import HcmbenchError
 from hcmbench.evaluation.degradations import degrade
 from hcmbench.evaluation.detectability import DetectabilityConfig, detectability, split_halves
 
-FAST = DetectabilityConfig(seeds=2)
+FAST = DetectabilityConfig(seeds=2, steps=300)  # the phantom at 32 px needs fewer steps than real slices
 
 
 @pytest.fixture(scope="module")

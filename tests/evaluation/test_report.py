@@ -20,7 +20,7 @@ from hcmbench.evaluation.report import EvaluationConfig, EvaluationInputs, evalu
 
 TINY_FEATURES = FeatureConfig(dim=16, epochs=2, width=4, batch_size=32)
 DATA = DataConfig(groups=("HCM",), size=32)
-QUICK = DetectabilityConfig(seeds=1, steps=60)  # detectability is tested in test_detectability and test_validity
+QUICK = DetectabilityConfig(seeds=1, steps=60, min_steps=20)  # detectability is tested in test_detectability and test_validity
 
 
 @pytest.fixture(scope="module")
