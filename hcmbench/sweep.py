@@ -109,6 +109,11 @@ class SearchSpace:
         """Every evaluation figure the objective reads."""
         return (self.metric, *self.combine)
 
+    @property
+    def objective_name(self) -> str:
+        """The objective as a person reads it: "fid", or "detectability + 0.001 × fid"."""
+        return " + ".join([self.metric, *(f"{w:g} × {k}" for k, w in self.combine.items())])
+
     def objective_value(self, row: Any) -> float:
         """The objective of an evaluation row: the metric plus the weighted figures of `combine`."""
         return float(getattr(row, self.metric)) + sum(w * float(getattr(row, k)) for k, w in self.combine.items())
@@ -753,7 +758,7 @@ def _work(study: Any, storage: Any, storage_url: str, settings: StudySettings, s
     finished = _leave(study, mlflow_client, settings.parent_run, "FINISHED", settings.trials)
     number, value, params = _best(study)
     return SweepResult(study.study_name, storage_url, settings.parent_run, sum(counts.values()), number, value,
-                       params, counts, settings.trials, finished, settings.model, space.metric)
+                       params, counts, settings.trials, finished, settings.model, space.objective_name)
 
 
 def _leave(study: Any, mlflow_client: Any, parent: str, status: str, total: int | None = None) -> bool:
@@ -938,7 +943,7 @@ class _Objective:
                 tracking.log_table(self.client, run_id, table)
                 value = self.space.objective_value(table.rows[0])
             if not math.isfinite(value):
-                raise HcmbenchError(f"the objective {self.space.metric} is {value}")
+                raise HcmbenchError(f"the objective {self.space.objective_name} is {value}")
             return _Outcome("COMPLETE", float(value))
         except optuna.TrialPruned as exc:
             logger.log_outputs(work / "run", checkpoint=False)  # a pruned trial's weights are not worth keeping

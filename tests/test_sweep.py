@@ -145,6 +145,7 @@ def test_a_sweep_can_minimise_detectability_combined_with_fid(split_phantom, wor
     metrics = runs_of("det")["trial"][0].data.metrics
     assert 0.0 <= metrics["eval/detectability"] <= 1.0 and metrics["eval/fid"] > 0
     assert trial.value == pytest.approx(metrics["eval/detectability"] + 0.01 * metrics["eval/fid"])
+    assert load_space("toy", path).objective_name == "detectability + 0.01 × fid"
 
 
 def test_every_shipped_search_space_loads():
