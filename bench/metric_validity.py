@@ -28,12 +28,21 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from hcmbench.checkpoints import data_config_of, load_generator
+from hcmbench.checkpoints import data_config_of, read_checkpoint
 from hcmbench.data.acdc import open_dataset
 from hcmbench.data.slices import load_slices
 from hcmbench.evaluation.features import load_feature_extractor
-from hcmbench.evaluation.report import EvaluationConfig, evaluate_checkpoints
+from hcmbench.evaluation.report import EvaluationConfig, evaluate_checkpoints, markdown_document
 from hcmbench.evaluation.validity import degradation_ladder, inversions, non_monotone, rank_agreement
+
+
+def rich_table(title: str, columns: list[str], cells: list[list[str]]) -> Table:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in cells:
+        table.add_row(*row)
+    return table
 
 
 def main() -> int:
@@ -50,7 +59,7 @@ def main() -> int:
     checkpoints = dict(item.split("=", 1) for item in args.checkpoint)
     if not checkpoints:
         parser.error("give at least one --checkpoint NAME=PATH")
-    data_config = data_config_of(load_generator(next(iter(checkpoints.values()))).state)
+    data_config = data_config_of(read_checkpoint(next(iter(checkpoints.values()))))
 
     started = time.perf_counter()
     extractor = load_feature_extractor(args.data, data_config)
@@ -62,13 +71,11 @@ def main() -> int:
     held_out, reference = (torch.from_numpy(slices.of_split(s).images) for s in ("val", "test"))
     started = time.perf_counter()
     steps = degradation_ladder(extractor, held_out, reference)
-    ladder = Table(title=f"Degradation ladder: {len(held_out)} validation slices (every group) against "
-                         f"{len(reference)} test slices ({time.perf_counter() - started:.0f} s)")
-    for column in ("kind", "parameter", "FID", "KID×10³"):
-        ladder.add_column(column, justify="right")
-    for step in steps:
-        ladder.add_row(step.kind, f"{step.parameter:g}", f"{step.fid:.3f}", f"{step.kid * 1e3:.2f}")
-    console.print(ladder)
+    ladder_columns = ["kind", "parameter", "FID", "KID×10³"]
+    ladder_cells = [[s.kind, f"{s.parameter:g}", f"{s.fid:.3f}", f"{s.kid * 1e3:.2f}"] for s in steps]
+    console.print(rich_table(f"Degradation ladder: {len(held_out)} validation slices (every group) against "
+                             f"{len(reference)} test slices ({time.perf_counter() - started:.0f} s)",
+                             ladder_columns, ladder_cells))
     broken = non_monotone(steps)
     console.print("ladder: every kind grows strictly" if not broken else f"ladder NOT monotone: {broken}")
 
@@ -76,13 +83,12 @@ def main() -> int:
     table = evaluate_checkpoints(checkpoints, args.data, config=EvaluationConfig(n=args.n),
                                  sample_options={"sampler": "ddim", "steps": 50})
     seconds = time.perf_counter() - started
-    generators = Table(title=f"Generators and calibration sets, n = {args.n} ({seconds:.0f} s)")
-    for column in ("set", "detectability", "FID", "KID×10³", "precision", "recall", "diversity"):
-        generators.add_column(column, justify="right")
-    for r in table.rows:
-        generators.add_row(r.name, f"{r.detectability:.3f} ± {r.detectability_std:.3f}", f"{r.fid:.3f}",
-                           f"{r.kid * 1e3:.2f}", f"{r.precision:.2f}", f"{r.recall:.2f}", f"{r.diversity:.3f}")
-    console.print(generators)
+    generator_columns = ["set", "detectability", "FID", "KID×10³", "precision", "recall", "diversity"]
+    generator_cells = [[r.name, f"{r.detectability:.3f} ± {r.detectability_std:.3f}", f"{r.fid:.3f}",
+                        f"{r.kid * 1e3:.2f}", f"{r.precision:.2f}", f"{r.recall:.2f}", f"{r.diversity:.3f}"]
+                       for r in table.rows]
+    console.print(rich_table(f"Generators and calibration sets, n = {args.n} ({seconds:.0f} s)", generator_columns,
+                             generator_cells))
     rho = rank_agreement(table)
     generators_and_noise = {r.name for r in table.rows if r.kind == "model"} | {"uniform noise"}
     rho_generators = rank_agreement(table, generators_and_noise)
@@ -92,14 +98,12 @@ def main() -> int:
     console.print("no inversion" if not inverted else f"INVERSIONS: {inverted}")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    lines = ["| kind | parameter | FID | KID×10³ |", "|---|---|---|---|"]
-    lines += [f"| {s.kind} | {s.parameter:g} | {s.fid:.3f} | {s.kid * 1e3:.2f} |" for s in steps]
-    lines += ["", "| set | detectability | FID | KID×10³ | precision | recall | diversity |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.name} | {r.detectability:.3f} ± {r.detectability_std:.3f} | {r.fid:.3f} | {r.kid * 1e3:.2f} | "
-              f"{r.precision:.2f} | {r.recall:.2f} | {r.diversity:.3f} |" for r in table.rows]
-    lines += ["", f"Spearman(FID, detectability) = {rho:.3f} over every set, {rho_generators:.3f} over the generators "
-                  f"and noise; inversions: {inverted or 'none'}; ladder: {broken or 'monotone'}"]
-    (args.out / "metric_validity.md").write_text("\n".join(lines) + "\n")
+    summary = [f"Spearman(FID, detectability) = {rho:.3f} over every set, {rho_generators:.3f} over the generators "
+               f"and noise; inversions: {inverted or 'none'}; ladder: {broken or 'monotone'}"]
+    text = (markdown_document("Degradation ladder", [], ladder_columns, ladder_cells) + "\n"
+            + markdown_document(f"Generators and calibration sets, n = {args.n}", summary, generator_columns,
+                                generator_cells))
+    (args.out / "metric_validity.md").write_text(text)
     console.print(f"Wrote {args.out / 'metric_validity.md'}")
     return 0 if not broken and not inverted and min(rho, rho_generators) >= 0.8 else 1
 

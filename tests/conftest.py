@@ -65,3 +65,19 @@ def acdc_root() -> Path:
     if not root:
         pytest.skip("HCMBENCH_ACDC_ROOT is not set")
     return Path(root)
+
+
+def trained_feature_space(root: Path, data, config, tmp_path_factory):
+    """(feature extractor trained on `root` with `config`, in a cache folder of its own; the slices of every
+    group under `data`'s other settings), for module fixtures of the feature-space tests."""
+    import dataclasses
+
+    from hcmbench.data.acdc import GROUPS
+    from hcmbench.data.slices import load_slices
+    from hcmbench.evaluation.features import load_feature_extractor
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HCMBENCH_CACHE", str(tmp_path_factory.mktemp("feature-cache")))
+        extractor = load_feature_extractor(root, data, config)
+        slices = load_slices(root, dataclasses.replace(data, groups=GROUPS))
+    return extractor, slices

@@ -53,7 +53,7 @@ def _gaussian_kernel(sigma: float) -> Tensor:
     return w / w.sum()
 
 
-def add_noise(x: Tensor, sigma: float, generator: torch.Generator | None = None) -> Tensor:
+def add_noise(x: Tensor, sigma: float | Tensor, generator: torch.Generator | None = None) -> Tensor:
     return (x + sigma * torch.randn(x.shape, generator=generator)).clamp(0, 1)
 
 
@@ -71,7 +71,7 @@ def blur(x: Tensor, sigma: float) -> Tensor:
     return F.conv2d(y, w.view(1, 1, -1, 1)).clamp(0, 1)
 
 
-def gamma(x: Tensor, value: float) -> Tensor:
+def gamma(x: Tensor, value: float | Tensor) -> Tensor:
     return x.clamp(0, 1) ** value
 
 
@@ -105,7 +105,7 @@ def shuffle_patches(x: Tensor, share: float, generator: torch.Generator | None =
     return out
 
 
-def _mix(x: Tensor, y: Tensor, t: float) -> Tensor:
+def _mix(x: Tensor, y: Tensor, t: float | Tensor) -> Tensor:
     return (1 - t) * x + t * y
 
 
@@ -133,19 +133,16 @@ def degrade(images: Tensor, kind: str, parameter: float, generator: torch.Genera
     return out[:, 0] if flat else out
 
 
+SCALAR_ONLY = ("blur", "shuffle")  # kinds whose parameter must be one number (a kernel size, a patch count)
+
+
 def _apply_each(images: Tensor, name: str, parameters: Tensor, generator: torch.Generator) -> Tensor:
-    """Kind `name` applied to each image at its own parameter: in one call where the parameter can be a
-    per-image tensor (noise, intensity curves, mixtures), image by image otherwise (blur, shuffle)."""
-    v = parameters.view(-1, 1, 1, 1)
-    if name == "noise":
-        return images + v * torch.randn(images.shape, generator=generator)
-    if name.startswith("gamma"):
-        return images.clamp(0, 1) ** v
-    if name in ("tconv", "nearest", "replace"):
-        other = {"tconv": tconv_up, "nearest": nearest_up}.get(name)
-        return _mix(images, other(images) if other else torch.rand(images.shape, generator=generator), v)
+    """Kind `name` applied to each image at its own parameter: in one call with the parameters as a per-image
+    tensor, which the other kinds' arithmetic broadcasts, image by image for `SCALAR_ONLY` kinds."""
     apply = KINDS[name][0]
-    return torch.cat([apply(images[i:i + 1], float(parameters[i]), generator) for i in range(len(images))])
+    if name in SCALAR_ONLY:
+        return torch.cat([apply(images[i:i + 1], float(parameters[i]), generator) for i in range(len(images))])
+    return apply(images, parameters.view(-1, 1, 1, 1), generator)
 
 
 def random_degradations(images: Tensor, generator: torch.Generator,

@@ -41,7 +41,6 @@ and thread count).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -206,5 +205,4 @@ def detectability(real_fit: Tensor | np.ndarray, reference: Tensor | np.ndarray,
         scores.append(balanced_accuracy(net, reference, candidates[torch.from_numpy(test)]))
         if progress is not None:
             progress(i + 1, config.seeds)
-    std = float(np.std(scores)) if len(scores) > 1 else 0.0
-    return Detectability(float(np.mean(scores)), std if math.isfinite(std) else 0.0, tuple(scores))
+    return Detectability(float(np.mean(scores)), float(np.std(scores)), tuple(scores))

@@ -353,7 +353,7 @@ class EvaluationInputs:
     val_patients: np.ndarray | None = None
 
 
-def _detectability(name: str, images: torch.Tensor, patients: np.ndarray | None, inputs: EvaluationInputs,
+def _detectability(name: str, images: torch.Tensor, patients: np.ndarray | None, train: torch.Tensor,
                    reference: torch.Tensor, config: EvaluationConfig) -> tuple[float, float]:
     """(mean, std) of the set's detectability; NaN for the training split (the classifier's real class) and
     for a real set of one patient (no patient-disjoint halves)."""
@@ -363,7 +363,7 @@ def _detectability(name: str, images: torch.Tensor, patients: np.ndarray | None,
         return math.nan, math.nan
     if len(images) == 1:  # the mean image stands for n copies
         images = images.expand(min(config.n, 512), -1, -1)
-    found = detectability(inputs.train, reference, images, patients, config.detector, seed=config.seed)
+    found = detectability(train, reference, images, patients, config.detector, seed=config.seed)
     return found.mean, found.std
 
 
@@ -401,7 +401,7 @@ def evaluate_sets(generated: dict[str, tuple[torch.Tensor, float]], inputs: Eval
         feats = inputs.extractor.embed(images).expand(count, -1)
         kid, kid_std = kernel_distance(ref_feats, feats, subsets=config.kid_subsets, seed=config.seed)
         quality = prdc(ref_feats, feats, k=min(config.k, len(feats) - 1)) if len(feats) > 1 else {}
-        detect, detect_std = _detectability(name, images, found.patients, inputs, reference, config)
+        detect, detect_std = _detectability(name, images, found.patients, train, reference, config)
         rows.append(EvaluationRow(
             name=name, kind=kind, n=count,
             ssim=to_ref["ssim"], ssim_std=to_ref["ssim_std"], cc=to_ref["cc"], cc_std=to_ref["cc_std"],

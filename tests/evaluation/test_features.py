@@ -10,12 +10,12 @@ import torch
 
 from hcmbench.config import DataConfig, cache_dir
 from hcmbench.data.acdc import GROUPS
-from hcmbench.data.slices import load_slices
 from hcmbench.errors import HcmbenchError
 from hcmbench.evaluation import features
 from hcmbench.evaluation.distribution import frechet_distance
 from hcmbench.evaluation.degradations import random_degradations
 from hcmbench.evaluation.features import FeatureConfig, FeatureNet, feature_key, load_feature_extractor
+from tests.conftest import trained_feature_space
 
 # Two phantom patients per group: one trains, one validates. The caller asks for HCM only; the
 # extractor must still train on every group present.
@@ -27,11 +27,7 @@ TRAINED = FeatureConfig(epochs=30, width=16, dim=32, batch_size=16, lr=3e-3)
 @pytest.fixture(scope="module")
 def trained(phantom_root, tmp_path_factory):
     """(extractor trained a little on the phantom, the all-groups SliceSet), in a cache of its own."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HCMBENCH_CACHE", str(tmp_path_factory.mktemp("feature-cache")))
-        extractor = load_feature_extractor(phantom_root, DATA, TRAINED)
-        slices = load_slices(phantom_root, dataclasses.replace(DATA, groups=GROUPS))
-    return extractor, slices
+    return trained_feature_space(phantom_root, DATA, TRAINED, tmp_path_factory)
 
 
 def test_embed_shape_dtype_and_input_layouts(trained):

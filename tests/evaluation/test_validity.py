@@ -14,12 +14,12 @@ import torch
 
 from hcmbench.config import DataConfig
 from hcmbench.data.acdc import GROUPS
-from hcmbench.data.slices import load_slices
 from hcmbench.evaluation.degradations import LADDER, degrade
 from hcmbench.evaluation.detectability import DetectabilityConfig
-from hcmbench.evaluation.features import FeatureConfig, load_feature_extractor
+from hcmbench.evaluation.features import FeatureConfig
 from hcmbench.evaluation.report import REAL_VAL, EvaluationConfig, EvaluationInputs, evaluate_sets
 from hcmbench.evaluation.validity import DETECTED, degradation_ladder, inversions, non_monotone, rank_agreement
+from tests.conftest import trained_feature_space
 
 DATA = DataConfig(groups=GROUPS, size=32, split=(0.5, 0.25, 0.25))  # every group: many patients on each side
 FEATURES = FeatureConfig(dim=32, width=16, epochs=30, batch_size=32, lr=3e-3)
@@ -28,11 +28,7 @@ FEATURES = FeatureConfig(dim=32, width=16, epochs=30, batch_size=32, lr=3e-3)
 @pytest.fixture(scope="module")
 def space(six_per_group, tmp_path_factory):
     """(feature extractor, slices of every group) for a phantom of six patients per group."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HCMBENCH_CACHE", str(tmp_path_factory.mktemp("validity-cache")))
-        extractor = load_feature_extractor(six_per_group, DATA, FEATURES)
-        slices = load_slices(six_per_group, DATA)
-    return extractor, slices
+    return trained_feature_space(six_per_group, DATA, FEATURES, tmp_path_factory)
 
 
 def test_every_degradation_raises_fid_and_kid_step_by_step(space):
