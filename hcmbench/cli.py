@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -215,9 +216,32 @@ def _parse_settings(pairs: tuple[str, ...]) -> dict:
     return settings
 
 
+def _clock(seconds: float) -> str:
+    """12 s, 4:05 or 1:02:03."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def describe_budget(config) -> str:
+    """A TrainConfig's budget as a person reads it: "100 epochs", "20 kimg (ticks of 1 kimg), at most 15 minutes"."""
+    parts = []
+    if config.kimg is not None:
+        parts.append(f"{config.kimg:g} kimg")
+    elif config.epochs is not None:
+        parts.append(f"{config.epochs} epochs")
+    if config.minutes is not None:
+        parts.append(f"{'at most ' if parts else ''}{config.minutes:g} minutes")
+    if config.counts_images:
+        parts[0] += f" (validated every {config.tick_kimg:g} kimg)"
+    return ", ".join(parts)
+
+
 class _TrainDisplay:
     """Engine callback (duck-typed, so that the CLI imports no torch at start) that renders a live
-    progress bar with losses and one line per epoch."""
+    progress bar (the round's steps, the images shown and the time left) and one line per round."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -227,8 +251,8 @@ class _TrainDisplay:
     def __enter__(self) -> _TrainDisplay:
         if not self.quiet and err_console.is_terminal:
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), console=err_console,
-                                transient=True)
+                                TextColumn("{task.fields[budget]}  {task.fields[losses]}"), TimeElapsedColumn(),
+                                console=err_console, transient=True)
             self.bar.__enter__()
         return self
 
@@ -242,25 +266,29 @@ class _TrainDisplay:
 
     def on_train_start(self, trainer) -> None:
         if not self.quiet:
+            budget = describe_budget(dataclasses.replace(trainer.config, epochs=trainer.epochs))
             err_console.print(f"Training {trainer.model.name} on {len(trainer.train_images)} slices "
-                              f"({trainer.device}), up to {trainer.epochs} epochs; validation on the "
+                              f"({trainer.device}) for {budget}; validation on the "
                               f"{trainer.validation_source} split.", highlight=False)
 
     def on_step_end(self, event) -> None:
         if self.bar is None:
             return
-        description = f"epoch {event.epoch}"
+        description = f"round {event.epoch}"
         if self.task is None:
-            self.task = self.bar.add_task(description, total=event.steps, losses="")
+            self.task = self.bar.add_task(description, total=event.steps, losses="", budget="")
         if event.step == 1:
             self.bar.reset(self.task, total=event.steps, description=description)
-        self.bar.update(self.task, completed=event.step, losses=self._fmt(event.losses))
+        left = f" · {_clock(event.seconds_left)} left" if event.seconds_left is not None else ""
+        self.bar.update(self.task, completed=event.step, total=event.steps, losses=self._fmt(event.losses),
+                        budget=f"{event.kimg:.1f} kimg{left}")
 
     def on_epoch_end(self, event) -> None:
         if self.quiet:
             return
         marker = " [green]best[/]" if event.improved else ""
-        line = (f"epoch {event.epoch:>3}/{event.epochs}  {self._fmt(event.losses)}  "
+        of = f"/{event.epochs}" if event.epochs else ""
+        line = (f"{event.unit} {event.epoch:>3}{of}  {event.kimg:.1f} kimg  {self._fmt(event.losses)}  "
                 f"val {event.val_score:.4g}{marker}  {event.seconds:.1f} s")
         (self.bar.console if self.bar is not None else err_console).print(line, highlight=False, soft_wrap=True)
 
@@ -270,32 +298,43 @@ class _TrainDisplay:
 @data_option
 @click.option("--groups", multiple=True, default=("HCM",), show_default=True, help="ACDC groups to train on.")
 @size_option
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Epoch budget. Default: the model's (100; 115 for ddpm).")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Budget in passes over the data. Default: the model's "
+              "(100; 115 for ddpm) unless --kimg or --minutes is given.")
+@click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Budget in thousands of images shown to the model, whatever the dataset's size (not with --epochs).")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Wall-clock cap on training: alone, or with --epochs/--kimg (whichever ends first).")
+@click.option("--tick-kimg", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="With --kimg or --minutes: validate, checkpoint and draw every this many kimg.")
 @click.option("--batch-size", type=click.IntRange(2), default=32, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True, help="Adam learning rate.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds everything: same seed, same run.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Run folder. Default: outputs/train/<model>.")
-@click.option("--resume", is_flag=True, help="Continue the run in --out with its own settings (--epochs may extend it).")
-@click.option("--patience", type=click.IntRange(1), default=10, show_default=True, help="Early-stopping patience in epochs.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out with its own settings (--epochs, --kimg or "
+              "--minutes may extend it).")
+@click.option("--patience", type=click.IntRange(1), default=10, show_default=True,
+              help="Early-stopping patience in rounds (epochs, or ticks with --kimg/--minutes).")
 @click.option("--gp-weight", type=click.FloatRange(min=0), default=1.0, show_default=True, help="GAN family: R1 gradient penalty weight.")
 @click.option("--label-smoothing", type=click.FloatRange(0, 0.5, max_open=True), default=0.1, show_default=True,
               help="GAN family: one-sided label smoothing.")
 @click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=0.999, show_default=True,
               help="EMA of the weights used for sampling (0: off).")
 @click.option("--grad-clip", type=click.FloatRange(min=0, min_open=True), default=None, help="Clip gradient norm.")
-@click.option("--sample-every", type=click.IntRange(0), default=5, show_default=True, help="Sample grid every N epochs (and at the end).")
+@click.option("--sample-every", type=click.IntRange(0), default=5, show_default=True,
+              help="Sample grid every N rounds (and at the end).")
 @click.option("--max-steps-per-epoch", type=click.IntRange(1), default=None, help="Cap on steps per epoch (quick runs).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N] or mps.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="A model setting, e.g. --set latent_dim=128.")
 @click.pass_context
 def train(ctx: click.Context, model_name: str, data_root: Path | None, groups: tuple[str, ...], size: str, epochs: int | None,
-          batch_size: int, lr: float, seed: int, out: Path | None, resume: bool, patience: int, gp_weight: float,
+          kimg: float | None, minutes: float | None, tick_kimg: float, batch_size: int, lr: float, seed: int, out: Path | None, resume: bool, patience: int, gp_weight: float,
           label_smoothing: float, ema_decay: float, grad_clip: float | None, sample_every: int,
           max_steps_per_epoch: int | None, device: str, settings: tuple[str, ...]) -> None:
     """Train one model on preprocessed slices, with early stopping, checkpoints and sample grids.
 
     Writes into the run folder: checkpoints/best.pt and last.pt, samples/epoch_NNN.png and
-    plots/losses.png.
+    plots/losses.png. The budget is --epochs, or --kimg (images shown, comparable across datasets),
+    either capped by --minutes.
     """
     from hcmbench import engine
     from hcmbench.config import DataConfig, TrainConfig
@@ -306,18 +345,20 @@ def train(ctx: click.Context, model_name: str, data_root: Path | None, groups: t
     out = out or Path("outputs") / "train" / model_name.lower()
     with _TrainDisplay(_quiet()) as display, _progress("Preprocessing slices") as progress:
         if resume:
-            result = engine.resume(out, epochs=epochs, data_root=data_root, callbacks=[display], progress=progress)
+            result = engine.resume(out, epochs=epochs, data_root=data_root, callbacks=[display], progress=progress,
+                                   kimg=kimg, minutes=minutes)
         else:
             root = resolve_data_root(data_root, announce=_say)
             train_config = TrainConfig(
-                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, patience=patience, device=device,
+                epochs=epochs, kimg=kimg, minutes=minutes, tick_kimg=tick_kimg, batch_size=batch_size, lr=lr, seed=seed, patience=patience, device=device,
                 gp_weight=gp_weight, label_smoothing=label_smoothing, ema_decay=ema_decay, grad_clip=grad_clip,
                 sample_every=sample_every, max_steps_per_epoch=max_steps_per_epoch)
             data_config = DataConfig(groups=_groups_option(groups) or ("HCM",), size=int(size))
             result = engine.train(model_name, root, out, data_config, train_config, _parse_settings(settings),
                                   callbacks=[display], progress=progress)
     stop = "stopped early" if result.stopped_early else "finished"
-    _say(f"{stop} after {result.epochs_run} epochs; best validation score {result.best_score:.4g} at epoch {result.best_epoch}.")
+    _say(f"{stop} after {result.epochs_run} {result.unit}s ({result.kimg:.1f} kimg, {_clock(result.seconds)}); "
+         f"best validation score {result.best_score:.4g} at {result.unit} {result.best_epoch}.")
     _say(f"Samples: {out / 'samples'}   Loss plot: {result.loss_plot}")
     console.print(f"Checkpoint: {result.best_checkpoint}", highlight=False, soft_wrap=True)
 
@@ -529,11 +570,16 @@ def _interruptible() -> Iterator[None]:
 @click.option("--space", "space_file", type=click.Path(path_type=Path), default=None,
               help="Search-space YAML. Default: sweeps/<model>.yaml (copy it to edit).")
 @data_option
-@click.option("--epochs", type=click.IntRange(1), default=None, help="Epoch budget per trial. Default: the search space's.")
+@click.option("--epochs", type=click.IntRange(1), default=None,
+              help="Budget per trial in epochs, replacing the search space's.")
+@click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Budget per trial in thousands of images shown, replacing the search space's.")
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Wall-clock budget per trial (alone, or capping --epochs/--kimg).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @distributed_options
 def sweep(model_name: str, trials: int, study_name: str | None, space_file: Path | None, data_root: Path | None,
-          epochs: int | None, seed: int, storage: str | None, tracking_uri: str | None, heartbeat_interval: int,
+          epochs: int | None, kimg: float | None, minutes: float | None, seed: int, storage: str | None, tracking_uri: str | None, heartbeat_interval: int,
           grace_period: int, timeout: float | None, device: str) -> None:
     """Tune a model with an Optuna study; every trial is an MLflow run (browse them with `hcmbench ui`).
 
@@ -549,7 +595,8 @@ def sweep(model_name: str, trials: int, study_name: str | None, space_file: Path
     data_root = resolve_data_root(data_root, announce=_say)
     with _sweep_display(trials) as display, _interruptible():
         result = run_sweep(model_name, trials, space, study_name, storage, timeout, data_root, epochs, seed,
-                           device, display=display, heartbeat=heartbeat, tracking_uri=tracking_uri)
+                           device, display=display, heartbeat=heartbeat, tracking_uri=tracking_uri, kimg=kimg,
+                           minutes=minutes)
     _summarise(result)
 
 
@@ -779,8 +826,9 @@ def _sweep_display(trials: int | None) -> Iterator[Callable[[object], None]]:
             elif isinstance(event, TrialStarted):
                 bar.update(task, description=f"trial {event.number}{state['best']}")
             elif isinstance(event, TrialEpoch):
-                bar.update(task, description=f"trial {event.number} epoch {event.epoch}/{event.epochs} "
-                                             f"val {event.val_score:.4g}{state['best']}")
+                of = f"/{event.epochs}" if event.epochs else ""
+                bar.update(task, description=f"trial {event.number} {event.unit} {event.epoch}{of} "
+                                             f"({event.kimg:.1f} kimg) val {event.val_score:.4g}{state['best']}")
             elif isinstance(event, TrialEnded):
                 if event.best_value is not None:
                     state["best"] = f"  best {event.best_value:.4g} (trial {event.best_number})"

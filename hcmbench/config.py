@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,11 +51,20 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """How the engine trains any model. Defaults are the study's: Adam, lr 2e-4, betas (0.5, 0.999),
-    batch 32, up to 100 epochs (the model's own budget when `epochs` is None: 115 for diffusion),
+    batch 32, up to 100 epochs (the model's own budget when no budget is given: 115 for diffusion),
     early stopping on the validation score.
+
+    The budget is `epochs` (passes over the training split) or `kimg` (thousands of images shown to the
+    model, whatever the dataset's size), not both; `minutes` caps the run's wall-clock time, alone or
+    with either. Counted in images (`kimg`, or `minutes` alone), the model is validated, checkpointed,
+    drawn and reported every `tick_kimg` thousand images: the same ticks on 358 slices as on 1,800, so
+    that runs and sweep trials compare across datasets. Counted in epochs, that happens every epoch.
     """
 
     epochs: int | None = None
+    kimg: float | None = None
+    minutes: float | None = None
+    tick_kimg: float = 1.0
     batch_size: int = 32
     lr: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
@@ -77,9 +87,25 @@ class TrainConfig:
     # Cap on optimisation steps per epoch (None: the whole training split), for quick runs and tests.
     max_steps_per_epoch: int | None = None
 
+    @property
+    def counts_images(self) -> bool:
+        """Whether the budget and the validation ticks are counted in images (kimg, or minutes alone)."""
+        return self.kimg is not None or (self.minutes is not None and self.epochs is None)
+
+    def rounds_in_budget(self) -> int | None:
+        """Rounds (epochs, or ticks of tick_kimg) the budget allows; None when only the minutes (or, with
+        no budget at all, the model's default epochs) bound the run."""
+        if self.kimg is not None:
+            return math.ceil(self.kimg / self.tick_kimg - 1e-9)
+        return None if self.counts_images else self.epochs
+
     def __post_init__(self) -> None:
         checks = [
             (self.epochs is None or self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
+            (self.epochs is None or self.kimg is None, "give a budget in epochs or in kimg, not both"),
+            (self.kimg is None or self.kimg > 0, f"kimg must be positive, got {self.kimg}"),
+            (self.minutes is None or self.minutes > 0, f"minutes must be positive, got {self.minutes}"),
+            (self.tick_kimg > 0, f"tick_kimg must be positive, got {self.tick_kimg}"),
             (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
             (self.lr > 0, f"lr must be positive, got {self.lr}"),
             (all(0 <= b < 1 for b in self.betas) and len(self.betas) == 2, f"betas must be two values in [0, 1), got {self.betas}"),

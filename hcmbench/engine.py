@@ -1,10 +1,13 @@
 """The shared training engine: one loop for every model, knowing none of them by name.
 
-Per epoch: shuffle (seeded by seed and epoch), call `model.training_step` on each batch (bf16 autocast
-on CUDA), keep an EMA copy of the weights, score the EMA model with `validation_score`, write
+The loop runs in rounds. A round is one epoch when the budget is in epochs, or a tick of
+`tick_kimg` thousand images when it is in kimg (or minutes alone); the data are drawn as seeded
+shuffled passes either way. Per round: call `model.training_step` on each batch (bf16 autocast on
+CUDA), keep an EMA copy of the weights, score the EMA model with `validation_score`, write
 `checkpoints/best.pt` when the score improves and `checkpoints/last.pt` always (both atomically),
-draw a sample grid every few epochs, and stop early after `patience` epochs without improvement.
-Everything a run produces lands in its output folder; callbacks receive events (step and epoch end,
+draw a sample grid every few rounds, and stop early after `patience` rounds without improvement, when
+the budget is spent or when the `minutes` run out (the round in progress is closed and validated).
+Everything a run produces lands in its output folder; callbacks receive events (step and round end,
 checkpoint written, samples drawn) and may raise to stop the run, which stays resumable. No MLflow
 or Optuna here: tracking.py and sweep.py listen through callbacks.
 """
@@ -35,21 +38,30 @@ from hcmbench.plots import save_image_grid, save_loss_plot
 
 @dataclass(frozen=True)
 class StepEnd:
+    """After each optimisation step. `epoch` is the round (an epoch, or a tick of `tick_kimg`)."""
+
     epoch: int
     step: int
-    steps: int
+    steps: int  # steps in this round (an estimate when the minutes may cut it short)
     losses: dict[str, float]
+    kimg: float = 0.0  # thousands of images shown so far
+    done: float | None = None  # share of the whole budget spent, in [0, 1]
+    seconds_left: float | None = None  # estimated from the pace so far
 
 
 @dataclass(frozen=True)
 class EpochEnd:
+    """After each round: `epoch` of `epochs` rounds (None when only the minutes bound the run)."""
+
     epoch: int
-    epochs: int
+    epochs: int | None
     losses: dict[str, float]
     val_score: float
     best_score: float
     improved: bool
     seconds: float
+    kimg: float = 0.0
+    unit: str = "epoch"  # "epoch" or "tick"
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,9 @@ class TrainResult:
     last_checkpoint: Path
     loss_plot: Path | None
     history: list[dict] = field(default_factory=list)
+    kimg: float = 0.0  # thousands of images shown, over the whole run
+    unit: str = "epoch"  # what `epochs_run` and `best_epoch` count: "epoch" or "tick"
+    seconds: float = 0.0  # wall-clock time of the whole run
 
 
 # -- EMA ---------------------------------------------------------------------------------------
@@ -139,7 +154,8 @@ class Trainer:
         self.out_dir = Path(out_dir)
         self.callbacks = list(callbacks)
         self.metadata = dict(metadata or {})
-        self.epochs = config.epochs or model.default_epochs
+        self.unit = "tick" if config.counts_images else "epoch"
+        self.epochs = None if config.counts_images else config.epochs or model.default_epochs
         self.train_images, self.train_labels = (t.to(self.device) for t in _as_tensors(train_data))
         if len(self.train_images) < 2:
             raise HcmbenchError("the training split has fewer than 2 images: select more patients or groups")
@@ -153,6 +169,42 @@ class Trainer:
         self.ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
         self.history: list[dict] = []
         self.best_score, self.best_epoch, self.stale_epochs, self.global_step = math.inf, 0, 0, 0
+        self.images_seen, self.seconds_before = 0, 0.0  # over the whole run, resumes included
+        self._clock: float | None = None
+        self._pass_cache: tuple[int, list[Tensor]] | None = None
+
+    @property
+    def rounds(self) -> int | None:
+        """Rounds in the budget: epochs, or kimg ticks; None when only the minutes bound the run."""
+        return self.epochs if self.epochs is not None else self.config.rounds_in_budget()
+
+    @property
+    def kimg(self) -> float:
+        return self.images_seen / 1000
+
+    def elapsed(self) -> float:
+        """Seconds of this run so far, resumed parts included."""
+        return self.seconds_before + (time.perf_counter() - self._clock if self._clock is not None else 0.0)
+
+    def budget_done(self, rounds_done: int) -> float:
+        """The share of the budget spent: the largest of the rounds', the images' and the minutes' shares."""
+        shares = [self.elapsed() / (60 * self.config.minutes)] if self.config.minutes else []
+        if self.config.kimg is not None:
+            shares.append(self.images_seen / (1000 * self.config.kimg))
+        elif self.epochs is not None:
+            shares.append(rounds_done / self.epochs)
+        return min(1.0, max(shares, default=0.0))
+
+    def out_of_time(self) -> bool:
+        return self.config.minutes is not None and self.elapsed() >= 60 * self.config.minutes
+
+    def budget_left(self, rounds_done: int) -> bool:
+        """Whether another round may start."""
+        if self.out_of_time():
+            return False
+        if self.config.kimg is not None:
+            return self.images_seen < 1000 * self.config.kimg
+        return self.epochs is None or rounds_done < self.epochs
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -185,7 +237,8 @@ class Trainer:
             if self.device.type == "cuda":
                 rng["cuda"] = torch.cuda.get_rng_state(self.device)
             state.update(optimizers=[o.state_dict() for o in self.optimizers], rng=rng, stopped_early=stopped_early,
-                         stale_epochs=self.stale_epochs, global_step=self.global_step)
+                         stale_epochs=self.stale_epochs, global_step=self.global_step,
+                         images_seen=self.images_seen, seconds=self.elapsed())
         return state
 
     def _restore(self) -> tuple[int, bool]:
@@ -205,40 +258,71 @@ class Trainer:
         self.history = list(state["history"])
         self.best_score, self.best_epoch = state["best_score"], state["best_epoch"]
         self.stale_epochs, self.global_step = state["stale_epochs"], state["global_step"]
+        self.images_seen = state.get("images_seen", 0)
+        self.seconds_before = state.get("seconds", 0.0)
         return state["epoch"], state["stopped_early"]
 
     # -- the loop ------------------------------------------------------------------------------
 
-    def _batches(self, epoch: int) -> list[Tensor]:
-        n, size = len(self.train_images), self.config.batch_size
-        shuffle = torch.Generator().manual_seed(self.config.seed * 100_003 + epoch)
-        order = torch.randperm(n, generator=shuffle).to(self.device)
-        batches = [order[i:i + size] for i in range(0, n, size)]
-        if len(batches) > 1 and len(batches[-1]) < 2:  # BatchNorm cannot train on a single image
-            batches.pop()
-        return batches[: self.config.max_steps_per_epoch] if self.config.max_steps_per_epoch else batches
+    def _pass(self, number: int) -> list[Tensor]:
+        """The batches (index tensors) of pass `number` over the training split, shuffled by seed and number."""
+        if self._pass_cache is None or self._pass_cache[0] != number:
+            n, size = len(self.train_images), self.config.batch_size
+            shuffle = torch.Generator().manual_seed(self.config.seed * 100_003 + number)
+            order = torch.randperm(n, generator=shuffle).to(self.device)
+            batches = [order[i:i + size] for i in range(0, n, size)]
+            if len(batches) > 1 and len(batches[-1]) < 2:  # BatchNorm cannot train on a single image
+                batches.pop()
+            if self.config.max_steps_per_epoch:
+                batches = batches[: self.config.max_steps_per_epoch]
+            self._pass_cache = (number, batches)
+        return self._pass_cache[1]
 
-    def _train_epoch(self, epoch: int) -> dict[str, float]:
+    def _round(self, number: int) -> tuple[int, Iterable[Tensor]]:
+        """(expected steps, the batches) of round `number`: pass `number`, or the next tick of the
+        stream of passes (its position is `global_step`, so a resumed run draws the same batches)."""
+        if self.unit == "epoch":
+            batches = self._pass(number)
+            return len(batches), iter(batches)
+        end = 1000 * self.config.tick_kimg * number
+        if self.config.kimg is not None:
+            end = min(end, 1000 * self.config.kimg)
+
+        def stream() -> Iterable[Tensor]:
+            while self.images_seen < end:
+                per_pass = len(self._pass(1))
+                yield self._pass(1 + self.global_step // per_pass)[self.global_step % per_pass]
+
+        return max(1, math.ceil((end - self.images_seen) / self.config.batch_size)), stream()
+
+    def _train_round(self, number: int) -> dict[str, float]:
         self.model.train()
-        batches = self._batches(epoch)
+        steps, batches = self._round(number)
         totals: dict[str, float] = defaultdict(float)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16,
                                   enabled=self.config.mixed_precision and self.device.type == "cuda")
+        done = 0
         for step, index in enumerate(batches, start=1):
             with autocast:
                 losses = self.model.training_step((self.train_images[index], self.train_labels[index]), self.optimizers)
             bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
             if bad:
                 name, value = next(iter(bad.items()))
-                raise TrainingDiverged(f"{self.model.name}: loss {name} became {value} at epoch {epoch}, step {step}; "
-                                       "lower the learning rate or set grad_clip")
+                raise TrainingDiverged(f"{self.model.name}: loss {name} became {value} at {self.unit} {number}, "
+                                       f"step {step}; lower the learning rate or set grad_clip")
             self.global_step += 1
+            self.images_seen += len(index)
             if self.ema is not None:
                 self.ema.update(self.model, self.global_step)
             for name, value in losses.items():
                 totals[name] += value
-            self._emit("on_step_end", StepEnd(epoch, step, len(batches), losses))
-        return {name: total / len(batches) for name, total in totals.items()}
+            done = step
+            share = self.budget_done(number - 1 + step / max(steps, step))
+            left = self.elapsed() * (1 - share) / share if share > 0 else None
+            self._emit("on_step_end", StepEnd(number, step, max(steps, step), losses, self.kimg, share, left))
+            if self.out_of_time():
+                break
+        return {name: total / max(done, 1) for name, total in totals.items()}
 
     def validate(self) -> float:
         """The sampling model's validation score on the validation batches (lower is better)."""
@@ -270,10 +354,10 @@ class Trainer:
         return path
 
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train until the epoch budget or early stopping; with `resume`, continue from last.pt.
+        """Train until the budget is spent or early stopping; with `resume`, continue from last.pt.
 
         A resumed run that had stopped early stays stopped; one that used up its budget continues
-        when the budget (`epochs`) is now larger.
+        when the budget (`epochs`, `kimg` or `minutes`) is now larger.
         """
         last = self.checkpoint_dir / "last.pt"
         stopped_early = False
@@ -281,43 +365,46 @@ class Trainer:
             if not last.exists():
                 raise HcmbenchError(f"{self.out_dir}: nothing to resume (no checkpoints/last.pt)")
             done, stopped_early = self._restore()
-            start = self.epochs + 1 if stopped_early else done + 1
         else:
             if last.exists():
                 raise HcmbenchError(f"{self.out_dir} already holds a run: resume it or choose another output folder")
             torch.manual_seed(self.config.seed)
-            start = 1
+            done = 0
+        self._clock = time.perf_counter()
         self._emit("on_train_start", self)
         try:
-            for epoch in range(start, self.epochs + 1):
+            while not stopped_early and self.budget_left(done):
+                done += 1
                 began = time.perf_counter()
-                losses = self._train_epoch(epoch)
+                losses = self._train_round(done)
                 score = self.validate()
                 if not math.isfinite(score):
-                    raise TrainingDiverged(f"{self.model.name}: validation score became {score} at epoch {epoch}")
+                    raise TrainingDiverged(f"{self.model.name}: validation score became {score} at {self.unit} {done}")
                 improved = score < self.best_score - self.config.min_delta
                 if improved:
-                    self.best_score, self.best_epoch, self.stale_epochs = score, epoch, 0
+                    self.best_score, self.best_epoch, self.stale_epochs = score, done, 0
                 else:
                     self.stale_epochs += 1
                 stopped_early = self.stale_epochs >= self.config.patience
-                finished = stopped_early or epoch == self.epochs
+                finished = stopped_early or not self.budget_left(done)
                 seconds = time.perf_counter() - began
-                self.history.append({"epoch": epoch, "losses": losses, "val_score": score, "seconds": seconds})
+                self.history.append({"epoch": done, "kimg": self.kimg, "losses": losses, "val_score": score,
+                                     "seconds": seconds})
                 if improved:
-                    self._write_checkpoint("best", epoch)
+                    self._write_checkpoint("best", done)
                 every = self.config.sample_every
-                if (every and epoch % every == 0) or finished:
-                    self.draw_samples(epoch)
-                self._write_checkpoint("last", epoch, stopped_early=stopped_early)
-                self._emit("on_epoch_end", EpochEnd(epoch, self.epochs, losses, score, self.best_score, improved, seconds))
-                if stopped_early:
-                    break
+                if (every and done % every == 0) or finished:
+                    self.draw_samples(done)
+                self._write_checkpoint("last", done, stopped_early=stopped_early)
+                self._emit("on_epoch_end", EpochEnd(done, self.rounds, losses, score, self.best_score, improved,
+                                                    seconds, self.kimg, self.unit))
         finally:
+            self.seconds_before, self._clock = self.elapsed(), None
             plot = save_loss_plot(self.history, self.out_dir / "plots" / "losses.png", title=self.model.name) \
                 if self.history else None
         result = TrainResult(self.out_dir, len(self.history), self.best_epoch, self.best_score, stopped_early,
-                             self.checkpoint_dir / "best.pt", last, plot, self.history)
+                             self.checkpoint_dir / "best.pt", last, plot, self.history, self.kimg, self.unit,
+                             self.seconds_before)
         self._emit("on_train_end", result)
         return result
 
@@ -350,8 +437,11 @@ def train(
 
 
 def resume(out_dir: str | Path, epochs: int | None = None, data_root: str | Path | None = None,
-           callbacks: Iterable[Callback] = (), progress: Any = None) -> TrainResult:
-    """Continue the run in `out_dir` with its own settings; `epochs` may raise its budget.
+           callbacks: Iterable[Callback] = (), progress: Any = None, kimg: float | None = None,
+           minutes: float | None = None) -> TrainResult:
+    """Continue the run in `out_dir` with its own settings; `epochs`, `kimg` or `minutes` may raise its
+    budget (totals over the whole run, in the unit the run counts in: a run in epochs takes `epochs`,
+    one in images `kimg`; `minutes` either).
 
     The data must be what the run started on (same preprocessing cache key), else HcmbenchError.
     """
@@ -360,7 +450,13 @@ def resume(out_dir: str | Path, epochs: int | None = None, data_root: str | Path
 
     state = read_checkpoint(Path(out_dir) / "checkpoints" / "last.pt")
     data_config = data_config_of(state)
-    train_config = TrainConfig(**{**state["train_config"], **({"epochs": epochs} if epochs else {})})
+    before = TrainConfig(**state["train_config"])
+    if epochs is not None and before.counts_images:
+        raise HcmbenchError(f"{out_dir}: the run counts its budget in images: extend it with kimg, not epochs")
+    if kimg is not None and not before.counts_images:
+        raise HcmbenchError(f"{out_dir}: the run counts its budget in epochs: extend it with epochs, not kimg")
+    given = {k: v for k, v in (("epochs", epochs), ("kimg", kimg), ("minutes", minutes)) if v is not None}
+    train_config = dataclasses.replace(before, **given)
     slices = load_slices(data_root or state["data_root"], data_config, progress=progress)
     if slices.key != state["data_key"]:
         raise HcmbenchError(f"{out_dir}: the data differ from those the run started on; cannot resume")

@@ -43,22 +43,26 @@ def save_image_grid(images: torch.Tensor | np.ndarray, path: str | Path, nrow: i
 
 
 def save_loss_plot(history: list[dict], path: str | Path, title: str = "") -> Path:
-    """Per-epoch training losses (left) and validation score (right) from the engine's history."""
+    """Training losses (left) and validation score (right) per round of the engine's history, against
+    the thousands of images shown (kimg), which compare across datasets; against epochs for runs
+    recorded before the engine counted images."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    epochs = [h["epoch"] for h in history]
+    by_kimg = all("kimg" in h for h in history)
+    x = [h["kimg"] if by_kimg else h["epoch"] for h in history]
+    unit = "thousands of images shown (kimg)" if by_kimg else "epoch"
     names = sorted({k for h in history for k in h["losses"]})
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
     for name in names:
-        left.plot(epochs, [h["losses"].get(name, np.nan) for h in history], marker=".", label=name)
-    left.set(xlabel="epoch", ylabel="mean loss over the epoch", title="training losses")
+        left.plot(x, [h["losses"].get(name, np.nan) for h in history], marker=".", label=name)
+    left.set(xlabel=unit, ylabel="mean loss over the round", title="training losses")
     if names:
         left.legend(fontsize=8)
-    right.plot(epochs, [h["val_score"] for h in history], marker=".", color="black")
-    right.set(xlabel="epoch", ylabel="validation score (lower is better)", title="validation")
+    right.plot(x, [h["val_score"] for h in history], marker=".", color="black")
+    right.set(xlabel=unit, ylabel="validation score (lower is better)", title="validation")
     for axis in (left, right):
         axis.grid(alpha=0.3)
     return _save_figure(fig, path, title, dpi=100)

@@ -6,6 +6,8 @@ A search space is a YAML file (sweeps/<model>.yaml; copy one and pass it with --
     objective: {metric: fid, direction: minimize, images: 200, sampling: {}}   # sampling: sample() options
     # or a weighted sum of figures of one direction: {metric: detectability, combine: {fid: 0.002}}
     budget: {epochs: 10, pruner: median, startup_trials: 3, warmup_epochs: 2}
+    # or counted in images, the same on any dataset: {kimg: 4, tick_kimg: 0.5, warmup_kimg: 1, ...}
+    # or in time: {minutes: 1, tick_kimg: 0.5, ...}; minutes may also cap epochs or kimg
     data: {size: 64}                 # DataConfig fields (groups, size, ...)
     train: {patience: 5}             # fixed TrainConfig fields
     params:                          # what the sampler chooses
@@ -18,7 +20,8 @@ of the model (latent_dim, width, ...). `{choices: [...]}` is categorical; `{low,
 range when both ends are integers, else a float range (`log: true` samples on a log scale; `step`
 discretises).
 
-Each trial trains through the engine, reports its validation score every epoch for pruning (negated
+Each trial trains through the engine, reports its validation score every round (epoch, or kimg tick:
+pruning then compares trials at equal numbers of images shown) for pruning (negated
 when the objective is maximised, so that the pruner compares in the objective's direction), then
 generates `objective.images` images from its best checkpoint and scores them against the validation
 split (the test split stays untouched for `hcmbench compare`). The objective is one of the
@@ -54,6 +57,55 @@ def default_storage() -> str:
     return f"sqlite:///{(Path('mlruns') / 'optuna.db').resolve()}"
 
 PRUNERS = ("median", "hyperband", "none")
+BUDGET_FIELDS = ("epochs", "kimg", "minutes", "tick_kimg")
+
+
+def _parse_budget(budget: dict[str, Any], path: str) -> tuple[dict[str, Any], int]:
+    """Pop a trial's budget from the `budget` section: (TrainConfig budget fields, warm-up in rounds).
+
+    `epochs` (with `warmup_epochs`), or `kimg` and/or `minutes` with `tick_kimg` (with `warmup_kimg`,
+    turned into ticks). Default: 10 epochs, warm-up 2.
+    """
+    given = {k: budget.pop(k) for k in BUDGET_FIELDS if k in budget}
+    warmup_epochs, warmup_kimg = budget.pop("warmup_epochs", None), budget.pop("warmup_kimg", None)
+    for name, value in given.items():
+        whole = name == "epochs"
+        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value <= 0:
+            raise HcmbenchError(f"{path}: budget.{name} must be a positive {'integer' if whole else 'number'}, "
+                                f"got {value!r}")
+    if not given.keys() & {"epochs", "kimg", "minutes"}:
+        given["epochs"] = 10
+    try:
+        config = TrainConfig(**given)
+    except HcmbenchError as exc:
+        raise HcmbenchError(f"{path}: budget: {exc}") from None
+    if config.counts_images:
+        if warmup_epochs is not None:
+            raise HcmbenchError(f"{path}: a budget in kimg or minutes takes warmup_kimg, not warmup_epochs")
+        warmup_kimg = 0 if warmup_kimg is None else warmup_kimg
+        if isinstance(warmup_kimg, bool) or not isinstance(warmup_kimg, (int, float)) or warmup_kimg < 0:
+            raise HcmbenchError(f"{path}: budget.warmup_kimg must be a number ≥ 0, got {warmup_kimg!r}")
+        return given, math.ceil(warmup_kimg / config.tick_kimg - 1e-9)
+    if warmup_kimg is not None or "tick_kimg" in given:
+        raise HcmbenchError(f"{path}: a budget in epochs takes warmup_epochs (tick_kimg and warmup_kimg go with "
+                            "kimg or minutes)")
+    warmup = 2 if warmup_epochs is None else warmup_epochs
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise HcmbenchError(f"{path}: budget.warmup_epochs must be an integer ≥ 0, got {warmup!r}")
+    return given, warmup
+
+
+def trial_budget(space: "SearchSpace", epochs: int | None = None, kimg: float | None = None,
+                 minutes: float | None = None) -> dict[str, Any]:
+    """The space's trial budget, or the one given on the command line (which replaces it; the space's
+    tick_kimg stays where the new budget counts images)."""
+    given = {k: v for k, v in (("epochs", epochs), ("kimg", kimg), ("minutes", minutes)) if v is not None}
+    if not given:
+        return dict(space.budget)
+    if "tick_kimg" in space.budget and (kimg is not None or (minutes is not None and epochs is None)):
+        given["tick_kimg"] = space.budget["tick_kimg"]
+    TrainConfig(**given)  # epochs with kimg is refused in one line
+    return given
 
 
 # -- the search space -------------------------------------------------------------------------------
@@ -92,14 +144,19 @@ class SearchSpace:
     images: int = 200
     combine: dict[str, float] = field(default_factory=dict)  # other figures added to the metric, with weights
     sampling: dict[str, Any] = field(default_factory=dict)
-    epochs: int = 10
+    budget: dict[str, Any] = field(default_factory=lambda: {"epochs": 10})  # TrainConfig's budget fields
     pruner: str = "median"
     startup_trials: int = 3
-    warmup_epochs: int = 2
+    warmup: int = 2  # rounds (epochs or ticks) before a trial may be pruned
     data: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     source: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False)  # the YAML mapping, stored with the study
+
+    @property
+    def rounds(self) -> int | None:
+        """Rounds a trial runs at most (epochs, or kimg ticks); None when only minutes bound it."""
+        return TrainConfig(**self.budget).rounds_in_budget()
 
     def data_config(self) -> DataConfig:
         return DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.data.items()})
@@ -188,16 +245,16 @@ def parse_space(model: str, raw: Any, path: str) -> SearchSpace:
     pruner = budget.pop("pruner", "median")
     if pruner not in PRUNERS:
         raise HcmbenchError(f"{path}: pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}")
-    epochs, startup, warmup = budget.pop("epochs", 10), budget.pop("startup_trials", 3), budget.pop("warmup_epochs", 2)
+    startup = budget.pop("startup_trials", 3)
+    trial_budget, warmup = _parse_budget(budget, path)
     for section, rest in (("objective", objective), ("budget", budget)):
         if rest:
             raise HcmbenchError(f"{path}: unknown {section} key(s) {', '.join(sorted(rest))}")
-    for name, value, least in (("objective.images", images, 6), ("budget.epochs", epochs, 1),
-                               ("budget.startup_trials", startup, 0), ("budget.warmup_epochs", warmup, 0)):
+    for name, value, least in (("objective.images", images, 6), ("budget.startup_trials", startup, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise HcmbenchError(f"{path}: {name} must be an integer ≥ {least}, got {value!r}")
 
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"epochs", "seed", "device"}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed", "device", *BUDGET_FIELDS}
     settings = set(model_defaults(model)) - {"image_size", "num_classes"}
     params = []
     for name, spec in (raw.get("params") or {}).items():
@@ -227,7 +284,7 @@ def parse_space(model: str, raw: Any, path: str) -> SearchSpace:
     if unknown:
         raise HcmbenchError(f"{path}: unknown train setting(s) {', '.join(unknown)}")
     space = SearchSpace(model, tuple(params), metric, direction, images, {k: float(w) for k, w in combine.items()},
-                        dict(sampling), epochs, pruner, startup,
+                        dict(sampling), trial_budget, pruner, startup,
                         warmup, dict(raw.get("data") or {}), train, str(path), copy.deepcopy(raw))
     try:
         space.data_config()
@@ -264,9 +321,11 @@ class TrialStarted:
 @dataclass(frozen=True)
 class TrialEpoch:
     number: int
-    epoch: int
-    epochs: int
+    epoch: int  # the round: an epoch, or a kimg tick
+    epochs: int | None
     val_score: float
+    unit: str = "epoch"
+    kimg: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -338,14 +397,14 @@ class StudySettings:
     space: dict[str, Any]  # the search-space mapping
     source: str  # where it was read from
     trials: int  # the study-wide total
-    epochs: int
+    budget: dict[str, Any]  # each trial's TrainConfig budget fields (epochs, kimg, minutes, tick_kimg)
     seed: int
     data: str  # the data root where the study was created; "" for the built-in phantom
     tracking_uri: str
     parent_run: str
 
     # a study keeps these for life: changing them mid-study would mix incomparable trials
-    FIXED = ("model", "space", "epochs", "seed")
+    FIXED = ("model", "space", "budget", "seed")
 
     def differences(self, other: "StudySettings") -> list[str]:
         return [name for name in self.FIXED if getattr(self, name) != getattr(other, name)]
@@ -356,6 +415,8 @@ class StudySettings:
         if not isinstance(stored, dict):
             return None
         names = {f.name for f in dataclasses.fields(cls)}
+        if "budget" not in stored and "epochs" in stored:  # a study made before budgets could be in kimg
+            stored = {**stored, "budget": {"epochs": stored["epochs"]}}
         return cls(**{k: v for k, v in stored.items() if k in names})
 
     def store(self, study: Any) -> None:
@@ -376,9 +437,9 @@ def _pruner(space: SearchSpace) -> Any:
     import optuna
 
     if space.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=space.startup_trials, n_warmup_steps=space.warmup_epochs)
+        return optuna.pruners.MedianPruner(n_startup_trials=space.startup_trials, n_warmup_steps=space.warmup)
     if space.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, space.warmup_epochs), max_resource=space.epochs)
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, space.warmup), max_resource=space.rounds or "auto")
     return optuna.pruners.NopPruner()
 
 
@@ -563,7 +624,7 @@ def _claim(study: Any, storage: Any, study_id: int, lock: _StudyLock, total: int
 
 
 class _PruneOnValidation:
-    """Engine callback: report each epoch's validation score to the trial and stop when it should be pruned."""
+    """Engine callback: report each round's validation score to the trial and stop when it should be pruned."""
 
     def __init__(self, trial: Any, sign: float, display: SweepDisplay | None) -> None:
         self.trial, self.sign, self.display = trial, sign, display
@@ -572,10 +633,12 @@ class _PruneOnValidation:
         import optuna
 
         if self.display is not None:
-            self.display(TrialEpoch(self.trial.number, event.epoch, event.epochs, event.val_score))
+            self.display(TrialEpoch(self.trial.number, event.epoch, event.epochs, event.val_score, event.unit,
+                                    event.kimg))
         self.trial.report(self.sign * event.val_score, event.epoch)
         if self.trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at epoch {event.epoch} (validation score {event.val_score:.4g})")
+            raise optuna.TrialPruned(f"pruned at {event.unit} {event.epoch}, {event.kimg:.1f} kimg "
+                                     f"(validation score {event.val_score:.4g})")
 
 
 def _best(study: Any) -> tuple[int | None, float | None, dict[str, Any]]:
@@ -592,13 +655,13 @@ def run_sweep(model: str, trials: int, space: SearchSpace | None = None, study_n
               storage: str | None = None, timeout: float | None = None, data_root: str | Path | None = None,
               epochs: int | None = None, seed: int = 0, device: str = "auto",
               display: SweepDisplay | None = None, heartbeat: Heartbeat = Heartbeat(),
-              tracking_uri: str | None = None) -> SweepResult:
+              tracking_uri: str | None = None, kimg: float | None = None, minutes: float | None = None) -> SweepResult:
     """Create the study `study_name` (default `hcmbench-<model>`) in `storage`, or continue it, and run its
     trials here until it has `trials` in all; `hcmbench worker` processes may join it meanwhile.
 
-    The study stores its settings (model, search space, epochs, seed, data root, tracking URI), so that
-    workers need only its name and storage; continuing a study with a different search space, epochs or
-    seed is refused. Runs go to `tracking_uri` (default: `tracking.tracking_uri()`). A trial that diverges
+    The study stores its settings (model, search space, trial budget, seed, data root, tracking URI), so
+    that workers need only its name and storage; continuing a study with a different search space, budget
+    or seed is refused. `epochs`, `kimg` or `minutes` replace the space's trial budget. Runs go to `tracking_uri` (default: `tracking.tracking_uri()`). A trial that diverges
     or raises is FAILED with its reason and the study goes on.
     Ctrl-C (KeyboardInterrupt) ends the running trial, queues it again and is re-raised: the same command
     continues the study.
@@ -621,7 +684,7 @@ def run_sweep(model: str, trials: int, space: SearchSpace | None = None, study_n
     mlflow_client = tracking.client(tracking_uri)
     experiment_id = tracking.ensure_experiment(mlflow_client, model)
     phantom = data_root.resolve() == default_phantom_root().resolve()
-    settings = StudySettings(model, space.raw, space.source, trials, epochs or space.epochs, seed,
+    settings = StudySettings(model, space.raw, space.source, trials, trial_budget(space, epochs, kimg, minutes), seed,
                              "" if phantom else str(data_root.resolve()), mlflow_client.tracking_uri, "")
     before = StudySettings.of(study)
     if before is not None and settings.differences(before):
@@ -704,7 +767,7 @@ def _work(study: Any, storage: Any, storage_url: str, settings: StudySettings, s
         display(Preparing(f"Preparing {data_root}: preprocessing, and the feature space used to score trials "
                           "(trained once per dataset, then cached)"))
     scorer.prepare()  # bad data fail here, once, rather than in every trial
-    objective = _Objective(settings.model, space, settings.epochs, settings.seed, device, data_root, scorer,
+    objective = _Objective(settings.model, space, settings.budget, settings.seed, device, data_root, scorer,
                            mlflow_client, experiment_id, settings.parent_run, study.study_name, worker, display)
     lock, study_id = _StudyLock(storage_url, study.study_name), storage.get_study_id_from_name(study.study_name)
     counts: dict[str, int] = {}
@@ -791,7 +854,7 @@ def _parent_run(mlflow_client: Any, experiment_id: str, model: str, study: str, 
         "optuna.storage": display_url(storage), "hcmbench.space": space.source})
     params = tracking.flatten_params({"objective": {"metric": space.metric, "direction": space.direction,
                                                     "images": space.images, "combine": space.combine},
-                                      "budget": {"epochs": space.epochs, "pruner": space.pruner}})
+                                      "budget": {**space.budget, "pruner": space.pruner}})
     for key, value in params.items():
         mlflow_client.log_param(run.info.run_id, key, value)
     return run.info.run_id
@@ -901,10 +964,10 @@ class _Outcome:
 class _Objective:
     """One trial: train, score, and track it in a nested MLflow run, ended by `end` once Optuna knows."""
 
-    def __init__(self, model: str, space: SearchSpace, epochs: int, seed: int, device: str, data_root: Path,
+    def __init__(self, model: str, space: SearchSpace, budget: dict[str, Any], seed: int, device: str, data_root: Path,
                  scorer: _TrialScorer, mlflow_client: Any, experiment_id: str, parent: str, study: str, worker: str,
                  display: SweepDisplay | None) -> None:
-        self.model, self.space, self.epochs, self.seed, self.device = model, space, epochs, seed, device
+        self.model, self.space, self.budget, self.seed, self.device = model, space, budget, seed, device
         self.data_root, self.scorer, self.client = data_root, scorer, mlflow_client
         self.experiment_id, self.parent, self.study, self.worker = experiment_id, parent, study, worker
         self.display, self.runs = display, {}
@@ -924,7 +987,7 @@ class _Objective:
         run_id = self.runs[trial.number] = run.info.run_id
         trial.set_user_attr("mlflow_run_id", run_id)
         data_config = self.space.data_config()
-        train_config = TrainConfig(**{**train_overrides, "epochs": self.epochs, "seed": self.seed, "device": self.device})
+        train_config = TrainConfig(**{**train_overrides, **self.budget, "seed": self.seed, "device": self.device})
         for key, value in tracking.flatten_params({"model": {"name": self.model, **settings},
                                                    "train": dataclasses.asdict(train_config),
                                                    "data": {**dataclasses.asdict(data_config),

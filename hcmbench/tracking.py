@@ -192,8 +192,9 @@ def flatten_params(params: dict[str, Any]) -> dict[str, str]:
 class RunLogger:
     """Logs one training run to MLflow through the engine's callbacks.
 
-    Per epoch: `loss/<name>` for each loss, `val/score` and `epoch/seconds` (step = epoch), and each sample
-    grid as `samples/epoch_NNN.png`. At the end of training: `plots/losses.png` and `checkpoints/best.pt`.
+    Per round (an epoch, or a kimg tick): `loss/<name>` for each loss, `val/score`, `epoch/seconds` and
+    `kimg`, the thousands of images shown so far (step = the round; plot against `kimg` in the UI to
+    compare runs on datasets of different sizes), and each sample grid as `samples/epoch_NNN.png`. At the end of training: `plots/losses.png` and `checkpoints/best.pt`.
     """
 
     def __init__(self, mlflow_client, run_id: str) -> None:
@@ -208,7 +209,8 @@ class RunLogger:
 
         now = int(time.time() * 1000)
         values = {f"loss/{k}": v for k, v in event.losses.items()}
-        values.update({"val/score": event.val_score, "val/best": event.best_score, "epoch/seconds": event.seconds})
+        values.update({"val/score": event.val_score, "val/best": event.best_score, "epoch/seconds": event.seconds,
+                       "kimg": event.kimg})
         metrics = [Metric(k, float(v), now, event.epoch) for k, v in values.items() if math.isfinite(v)]
         self.client.log_batch(self.run_id, metrics=metrics)
 

@@ -32,6 +32,20 @@ def test_train_prints_epochs_and_the_checkpoint_then_resume_extends(phantom_root
     assert "epoch   3/3" in resumed.output and "epoch   1/" not in resumed.output
 
 
+def test_train_by_kimg_prints_ticks_and_images_and_refuses_two_budgets(phantom_root, tmp_path):
+    out = tmp_path / "run"
+    result = run("train", "--model", "toy", "--data", str(phantom_root), "--size", "32", "--batch-size", "8",
+                 "--kimg", "0.04", "--tick-kimg", "0.02", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert "for 0.04 kimg (validated every 0.02 kimg)" in result.output
+    assert "tick   2/2  0.0 kimg" in result.output and "finished after 2 ticks (0.0 kimg" in result.output
+    both = train_toy(phantom_root, tmp_path / "both", "--kimg", "1")
+    assert both.exit_code == 2 and both.output.strip().endswith("give a budget in epochs or in kimg, not both")
+    assert not (tmp_path / "both").exists()
+    wrong = run("train", "--model", "toy", "--out", str(out), "--resume", "--epochs", "3")
+    assert wrong.exit_code == 2 and "extend it with kimg, not epochs" in wrong.output
+
+
 def test_train_with_a_bad_model_or_setting_exits_2(phantom_root, tmp_path):
     result = run("train", "--model", "nope", "--out", str(tmp_path / "x"))
     assert result.exit_code == 2 and result.output.startswith("error: unknown model 'nope'")

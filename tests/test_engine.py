@@ -139,3 +139,72 @@ def test_unknown_model_and_setting_are_named(phantom_root, tmp_path):
         train("nope", phantom_root, tmp_path / "run", DATA, quick())
     with pytest.raises(HcmbenchError, match="unknown setting.*width"):
         train("toy", phantom_root, tmp_path / "run", DATA, quick(), model_settings={"width": 3})
+
+
+# -- budgets in images and minutes -------------------------------------------------------------------
+
+
+class StepCounter(Callback):
+    def __init__(self):
+        self.steps, self.images, self.shares = {}, [], []
+
+    def on_step_end(self, event):
+        self.steps[event.epoch] = self.steps.get(event.epoch, 0) + 1
+        self.images.append(event.kimg)
+        self.shares.append(event.done)
+
+
+def by_kimg(**overrides) -> TrainConfig:
+    return quick(**{"epochs": None, "kimg": 0.1, "tick_kimg": 0.04, **overrides})
+
+
+def test_a_kimg_budget_validates_at_fixed_ticks_whatever_the_split_size(phantom_root, tmp_path):
+    counter = StepCounter()
+    result = train("toy", phantom_root, tmp_path / "run", DATA, by_kimg(), callbacks=[counter])
+    # ticks of 40 images at batch 8: 5 steps, 5 steps, then 3 steps up to the 100th image (104 shown)
+    assert counter.steps == {1: 5, 2: 5, 3: 3}
+    assert result.unit == "tick" and result.epochs_run == 3
+    assert [h["kimg"] for h in result.history] == [0.04, 0.08, 0.104]
+    assert counter.shares[-1] == 1.0 and counter.shares == sorted(counter.shares)
+    small = TrainConfig(**{**by_kimg().__dict__, "max_steps_per_epoch": 2})  # passes of 2 batches: ticks span passes
+    counter_small = StepCounter()
+    train("toy", phantom_root, tmp_path / "small", DATA, small, callbacks=[counter_small])
+    assert counter_small.steps == counter.steps
+
+
+def test_a_kimg_run_resumes_with_identical_batches_and_extends(phantom_root, tmp_path):
+    config = by_kimg(max_steps_per_epoch=3)  # ticks straddle passes, so the stream position must be restored
+    straight = train("toy", phantom_root, tmp_path / "straight", DATA, config)
+    train("toy", phantom_root, tmp_path / "split", DATA, by_kimg(max_steps_per_epoch=3, kimg=0.08))
+    continued = resume(tmp_path / "split", kimg=0.1)
+    assert [h["losses"] for h in continued.history] == [h["losses"] for h in straight.history]
+    assert continued.kimg == straight.kimg == 0.104
+    with pytest.raises(HcmbenchError, match="counts its budget in images: extend it with kimg"):
+        resume(tmp_path / "split", epochs=9)
+    train("toy", phantom_root, tmp_path / "epochs", DATA, quick(epochs=1))
+    with pytest.raises(HcmbenchError, match="counts its budget in epochs"):
+        resume(tmp_path / "epochs", kimg=1)
+
+
+def test_minutes_cut_the_round_in_progress_then_resume_extends_them(phantom_root, tmp_path):
+    # each step sleeps 0.2 s and the run may last 0.01 minutes (0.6 s): it stops after about 3 steps
+    config = quick(epochs=None, minutes=0.01, tick_kimg=1.0)
+    counter = StepCounter()
+    result = train("toy", phantom_root, tmp_path / "run", DATA, config, {"step_seconds": 0.2}, callbacks=[counter])
+    assert result.unit == "tick" and result.epochs_run == 1 and not result.stopped_early
+    assert 2 <= sum(counter.steps.values()) <= 5 and result.seconds >= 0.6
+    assert (tmp_path / "run" / "samples" / "epoch_001.png").exists()  # the cut round is closed: validated, drawn
+    again = resume(tmp_path / "run")  # the same budget: nothing left to do
+    assert again.epochs_run == 1
+    longer = resume(tmp_path / "run", minutes=0.02)
+    assert longer.epochs_run == 2 and longer.kimg > result.kimg
+
+
+def test_budgets_are_checked_in_one_line():
+    with pytest.raises(HcmbenchError, match="epochs or in kimg, not both"):
+        TrainConfig(epochs=3, kimg=1)
+    for field, value in (("kimg", 0), ("minutes", -1), ("tick_kimg", 0)):
+        with pytest.raises(HcmbenchError, match=f"{field} must be positive"):
+            TrainConfig(**{field: value})
+    assert TrainConfig(kimg=10, tick_kimg=0.5).rounds_in_budget() == 20
+    assert TrainConfig(minutes=5).rounds_in_budget() is None and TrainConfig(epochs=7).rounds_in_budget() == 7

@@ -131,6 +131,11 @@ def test_sweep_command_prints_trials_and_the_best(split_phantom, workdir):
     ({"objective": {"metric": "fid", "combine": {"precision": 1.0}}}, "precision is maximized, the objective is minimized"),
     ({"objective": {"metric": "fid", "combine": {"kid": -1}}}, "positive weights"),
     ({"objective": {"metric": "val_score", "combine": {"fid": 1}}}, "cannot be combined with 'val_score'"),
+    ({"budget": {"epochs": 2, "kimg": 3}}, "epochs or in kimg, not both"),
+    ({"budget": {"kimg": 2, "warmup_epochs": 1}}, "takes warmup_kimg, not warmup_epochs"),
+    ({"budget": {"epochs": 2, "tick_kimg": 0.5}}, "a budget in epochs takes warmup_epochs"),
+    ({"budget": {"kimg": -1}}, "budget.kimg must be a positive number"),
+    ({"budget": {"epochs": 1.5}}, "budget.epochs must be a positive integer"),
 ])
 def test_bad_search_spaces_are_refused_with_one_line(workdir, change, message):
     with pytest.raises(HcmbenchError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -146,6 +151,30 @@ def test_a_sweep_can_minimise_detectability_combined_with_fid(split_phantom, wor
     assert 0.0 <= metrics["eval/detectability"] <= 1.0 and metrics["eval/fid"] > 0
     assert trial.value == pytest.approx(metrics["eval/detectability"] + 0.01 * metrics["eval/fid"])
     assert load_space("toy", path).objective_name == "detectability + 0.01 × fid"
+
+
+def test_a_budget_in_kimg_sets_ticks_warmup_and_the_trials_images(split_phantom, workdir):
+    path = write_space(workdir, params={"lr": {"low": 0.01, "high": 0.1, "log": True}},
+                       budget={"kimg": 0.06, "tick_kimg": 0.02, "warmup_kimg": 0.03, "pruner": "median"})
+    space = load_space("toy", path)
+    assert space.budget == {"kimg": 0.06, "tick_kimg": 0.02} and space.rounds == 3 and space.warmup == 2
+    run_sweep("toy", 1, space, study_name="kimg", data_root=split_phantom, seed=0)
+    trial = optuna.load_study(study_name="kimg", storage=default_storage()).trials[0]
+    assert sorted(trial.intermediate_values) == [1, 2, 3]  # one report per tick
+    client = MlflowClient(tracking_uri())
+    run = runs_of("kimg")["trial"][0]
+    shown = [m.value for m in client.get_metric_history(run.info.run_id, "kimg")]
+    # each tick closes at the first batch (of at most 8) that reaches its 20 images, the last at the budget
+    assert [0 <= k - end < 0.008 for k, end in zip(shown, (0.02, 0.04, 0.06))] == [True] * 3
+    # the command line's budget replaces the space's and keeps its ticks; a study keeps its budget for life
+    with pytest.raises(HcmbenchError, match="created with another budget"):
+        run_sweep("toy", 2, space, study_name="kimg", data_root=split_phantom, kimg=0.1)
+    from hcmbench.sweep import trial_budget
+
+    assert trial_budget(space, kimg=0.1) == {"kimg": 0.1, "tick_kimg": 0.02}
+    assert trial_budget(space, epochs=3) == {"epochs": 3}
+    with pytest.raises(HcmbenchError, match="not both"):
+        trial_budget(space, epochs=3, kimg=1)
 
 
 def test_every_shipped_search_space_loads():

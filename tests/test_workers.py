@@ -158,7 +158,7 @@ def test_an_interrupted_trial_is_queued_again_and_the_same_command_finishes_the_
 def test_a_study_keeps_its_settings(split_phantom, workdir):
     space = load_space("toy", write_space(workdir))
     run_sweep("toy", 1, space, study_name="fixed", data_root=split_phantom)
-    with pytest.raises(HcmbenchError, match="created with another epochs: continue it with the same settings"):
+    with pytest.raises(HcmbenchError, match="created with another budget: continue it with the same settings"):
         run_sweep("toy", 2, space, study_name="fixed", data_root=split_phantom, epochs=5)
     other = load_space("toy", write_space(workdir, epochs=4))
     with pytest.raises(HcmbenchError, match="created with another space"):
