@@ -9,16 +9,21 @@ it real (the source, S) and which class is it (C). With
     Lc = E[log P(C=c | X_real)]    + E[log P(C=c | X_fake)]
 
 D maximises Ls + Lc and G maximises Lc − Ls. Here both are written as cross-entropies on logits:
-D minimises BCE(source) + aux_weight · (CE(real classes) + CE(fake classes)) + gp_weight/2 · R1,
+D minimises BCE(source) + aux_weight · (CE(real classes) + CE(fake classes)),
 G minimises the non-saturating BCE(source of fakes → real) + aux_weight · CE(fake classes).
+
+Training is the family's shared step (`adversarial.AdversarialModel`), which adds the engine's
+one-sided label smoothing and lazy R1 penalty to D's loss, augments every image D sees (DiffAugment,
+Zhao et al. 2020; `augment`; both heads see the augmented images), optionally adds LeCam
+regularisation (Tseng et al. 2021; `lecam_weight`), and runs the G step on the same fakes as the D step.
 
 The networks are the shared DCGAN blocks of `layers.py`; the class enters G as a one-hot vector
 concatenated with z, and D's body carries two 4×4 convolutional heads (source logit, class logits).
+`mbstd` adds a minibatch standard-deviation channel (Karras et al. 2018) to the features both heads read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -26,17 +31,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import Batch, GenerativeModel, register
-from hcmbench.models.layers import (ConvDiscriminatorBody, ConvGenerator, dcgan_init_, discriminator_loss,
-                                    generator_loss, r1_penalty, sample_distance)
+from hcmbench.models.adversarial import AdversarialModel
+from hcmbench.models.base import register
+from hcmbench.models.layers import ConvDiscriminatorBody, ConvGenerator, dcgan_init_
 
 
 class ACDiscriminator(nn.Module):
     """Image → (source logit (B,), class logits (B, num_classes)) from one shared conv body."""
 
-    def __init__(self, image_size: int, width: int, norm: str, num_classes: int) -> None:
+    def __init__(self, image_size: int, width: int, norm: str, num_classes: int, mbstd: bool = False) -> None:
         super().__init__()
-        self.body = ConvDiscriminatorBody(image_size, width, norm)
+        self.body = ConvDiscriminatorBody(image_size, width, norm, mbstd)
         self.source = nn.Conv2d(self.body.out_channels, 1, 4)
         self.classes = nn.Conv2d(self.body.out_channels, num_classes, 4)
 
@@ -47,8 +52,12 @@ class ACDiscriminator(nn.Module):
 
 
 @register("acgan")
-class ACGAN(GenerativeModel):
+class ACGAN(AdversarialModel):
     """Class-conditional DCGAN with an auxiliary classifier in the discriminator.
+
+    `training_step` returns `d_loss`, `g_loss` (the source cross-entropies alone), `aux` (−Lc: D's
+    class cross-entropy on reals plus on fakes, unweighted), `gp` on the steps that compute R1 and
+    `lecam` when it is on.
 
     Fake images are drawn for the labels of the real batch, i.e. c ~ p_c as in the paper, with p_c the
     data's class distribution: the fake batch then has the real batch's class mix, so the source head
@@ -58,8 +67,9 @@ class ACGAN(GenerativeModel):
     conditional = True
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 100, width: int = 64,
-                 d_norm: str = "batch", aux_weight: float = 1.0) -> None:
-        super().__init__()
+                 d_norm: str = "batch", aux_weight: float = 1.0, mbstd: bool = False,
+                 augment: str = "translation,cutout", r1_every: int = 16, lecam_weight: float = 0.0) -> None:
+        super().__init__(augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd)
         if num_classes < 2:
             raise HcmbenchError(f"acgan needs num_classes >= 2 (its discriminator classifies), got {num_classes}")
         if d_norm not in ("batch", "instance", "none"):
@@ -70,65 +80,25 @@ class ACGAN(GenerativeModel):
         # A learned class embedding concatenated with z would only be re-mixed linearly by G's first
         # (transposed) convolution, so a one-hot code is as expressive and has no extra parameters.
         self.generator = ConvGenerator(latent_dim + num_classes, image_size, width)
-        self.discriminator = ACDiscriminator(image_size, width, d_norm, num_classes)
+        self.discriminator = ACDiscriminator(image_size, width, d_norm, num_classes, mbstd)
         dcgan_init_(self)
 
-    def configure_optimizers(self, cfg) -> list[torch.optim.Optimizer]:
-        """[discriminator Adam, generator Adam], both with cfg.lr and cfg.betas."""
-        self.adopt_training_settings(cfg)
-        adam = lambda m: torch.optim.Adam(m.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))  # noqa: E731
-        return [adam(self.discriminator), adam(self.generator)]
+    def generate(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+                 **options: Any) -> tuple[Tensor, Tensor]:
+        """(G(z, c) for z ~ N(0, I) and the classes c = `labels` (n,), those labels)."""
+        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        return self.generator(torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], dim=1)), labels
 
-    def generate(self, z: Tensor, labels: Tensor) -> Tensor:
-        """G(z, c): noise (B, latent_dim) and integer classes (B,) → images (B, 1, S, S)."""
-        return self.generator(torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], dim=1))
+    def discriminate(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(source logits (B,), class logits (B, num_classes)), both float32."""
+        return self.discriminator(x)
 
-    def training_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer]) -> dict[str, float]:
-        """One discriminator update, then one generator update on the same fakes.
+    def d_extra_loss(self, real_aux: Tensor, fake_aux: Tensor, labels: Tensor,
+                     context: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """aux_weight · (CE(real class logits, labels) + CE(fake class logits, the fakes' classes))."""
+        aux = F.cross_entropy(real_aux, labels) + F.cross_entropy(fake_aux, context)
+        return self.aux_weight * aux, {"aux": aux.item()}
 
-        Returns d_loss and g_loss (the source cross-entropies alone), aux (−Lc: D's class
-        cross-entropy on reals plus on fakes) and gp (R1) when gp_weight > 0.
-        """
-        d_opt, g_opt = optimizers
-        real, labels = (t.to(self.device) for t in batch)
-        fake = self.generate(torch.randn(len(real), self.latent_dim, device=self.device), labels)
-
-        real = real.detach().requires_grad_(self.gp_weight > 0)  # a new leaf: the caller's batch stays as it was
-        real_src, real_cls = self.discriminator(real)
-        fake_src, fake_cls = self.discriminator(fake.detach())
-        d_adv = discriminator_loss(real_src, fake_src, self.label_smoothing)
-        aux = F.cross_entropy(real_cls, labels) + F.cross_entropy(fake_cls, labels)
-        d_total = d_adv + self.aux_weight * aux
-        logs = {}
-        if self.gp_weight > 0:
-            gp = r1_penalty(real_src, real)
-            d_total = d_total + self.gp_weight / 2 * gp
-            logs["gp"] = gp.item()
-        self.optimize(d_total, d_opt, self.discriminator.parameters())
-
-        self.discriminator.requires_grad_(False)
-        fake_src, fake_cls = self.discriminator(fake)
-        g_adv = generator_loss(fake_src)
-        g_total = g_adv + self.aux_weight * F.cross_entropy(fake_cls, labels)
-        self.optimize(g_total, g_opt, self.generator.parameters())
-        self.discriminator.requires_grad_(True)
-
-        return {"d_loss": d_adv.item(), "g_loss": g_adv.item(), "aux": aux.item(), **logs}
-
-    @torch.no_grad()
-    def validation_score(self, val_batches: Iterable[Batch]) -> float:
-        """Energy distance between 16×16-pooled samples (for the validation labels, fixed seed) and the
-        validation images (`layers.sample_distance`); lower is better."""
-        return sample_distance(self, val_batches)
-
-    @torch.no_grad()
-    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
-               **options: Any) -> Tensor:
-        """`n` images of the given classes (labels (n,) in 0..num_classes−1), in [-1, 1]. No options."""
-        self.check_options(options)
-        labels = self.check_labels(n, labels)
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
-            raise HcmbenchError(f"labels must lie in 0..{self.num_classes - 1}")
-        with self.evaluating():
-            z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
-            return self.generate(z, labels).float()
+    def g_extra_loss(self, fake_aux: Tensor, context: Tensor) -> tuple[Tensor, dict[str, float]]:
+        """aux_weight · CE(fake class logits, the classes G was asked for)."""
+        return self.aux_weight * F.cross_entropy(fake_aux, context), {}

@@ -130,7 +130,7 @@ class GenerativeModel(nn.Module):
             if labels is not None:
                 raise HcmbenchError(f"{self.name or type(self).__name__} is unconditional: it takes no labels")
             return None
-        num_classes = self.settings.get("num_classes", 0) if hasattr(self, "settings") else 0
+        num_classes = getattr(self, "settings", {}).get("num_classes", 0) or getattr(self, "num_classes", 0)
         if labels is None:
             raise HcmbenchError(f"{self.name} is conditional: give one label per sample")
         labels = torch.as_tensor(labels, dtype=torch.long, device=self.device).reshape(-1)

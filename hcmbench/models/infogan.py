@@ -10,14 +10,19 @@ image; the variational lower bound of the mutual information I(c; G(z, c)) is ma
     info = CE(Q's category logits, c) + MSE(Q's continuous means, c_cont)
 
 (the MSE is the negative log-likelihood of a unit-variance Gaussian up to a factor ½ and a constant).
-G and Q minimise  generator_loss + info_weight · info;  D minimises the cross-entropy GAN loss with
-one-sided label smoothing and R1. The model ignores the data labels (`conditional = False`).
+G and Q minimise  generator_loss + info_weight · info;  D minimises the cross-entropy GAN loss.
+
+Training is the family's shared step (`adversarial.AdversarialModel`): D's loss takes the engine's
+one-sided label smoothing and lazy R1 penalty and, optionally, LeCam regularisation (Tseng et al.
+2021; `lecam_weight`); every image D and Q see is augmented (DiffAugment, Zhao et al. 2020;
+`augment`), so Q reads the codes from augmented fakes; the G + Q step uses the same fakes as the D
+step. `mbstd` adds a minibatch standard-deviation channel (Karras et al. 2018) to the body's features,
+read by both heads. The model ignores the data labels (`conditional = False`).
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -25,9 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import Batch, GenerativeModel, register
-from hcmbench.models.layers import (ConvDiscriminatorBody, ConvGenerator, dcgan_init_, discriminator_loss,
-                                    generator_loss, r1_penalty, sample_distance)
+from hcmbench.models.adversarial import AdversarialModel
+from hcmbench.models.base import register
+from hcmbench.models.layers import ConvDiscriminatorBody, ConvGenerator, dcgan_init_
 
 
 class QHead(nn.Module):
@@ -45,21 +50,28 @@ class QHead(nn.Module):
 
 
 @register("infogan")
-class InfoGAN(GenerativeModel):
+class InfoGAN(AdversarialModel):
     """DCGAN generator and discriminator plus a Q head on the discriminator's body.
 
+    `training_step` returns `d_loss`, `g_loss` (the adversarial cross-entropies alone), `info` (Q's
+    code loss on the fakes, before the update), `gp` on the steps that compute R1 and `lecam` when it
+    is on.
+
     Parameter ownership: D's optimiser holds the shared body and the real/fake head and sees only the
-    adversarial loss (and R1); G's optimiser holds the generator and the Q head and sees generator_loss
-    + info_weight · info. The info loss thus trains Q's own layers and G, and its gradient passes
-    through the body to G without changing the body: the body learns only to tell real from fake.
+    adversarial loss (and its regularisers); G's optimiser holds the generator and the Q head and sees
+    generator_loss + info_weight · info. The info loss thus trains Q's own layers and G, and its
+    gradient passes through the body (frozen in the G step) to G without changing the body: the body
+    learns only to tell real from fake.
     """
 
     conditional = False
     sample_options = ("category",)
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 62, n_categories: int = 4,
-                 n_continuous: int = 2, width: int = 64, d_norm: str = "batch", info_weight: float = 1.0) -> None:
-        super().__init__()
+                 n_continuous: int = 2, width: int = 64, d_norm: str = "batch", info_weight: float = 1.0,
+                 mbstd: bool = False, augment: str = "translation,cutout", r1_every: int = 16,
+                 lecam_weight: float = 0.0) -> None:
+        super().__init__(augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd)
         if n_categories < 2:
             raise HcmbenchError(f"n_categories must be at least 2, got {n_categories}")
         if n_continuous < 0:
@@ -69,21 +81,17 @@ class InfoGAN(GenerativeModel):
         self.latent_dim, self.n_categories, self.n_continuous = latent_dim, n_categories, n_continuous
         self.info_weight = info_weight
         self.generator = ConvGenerator(latent_dim + n_categories + n_continuous, image_size, width)
-        self.body = ConvDiscriminatorBody(image_size, width, d_norm)
+        self.body = ConvDiscriminatorBody(image_size, width, d_norm, mbstd)
         self.d_head = nn.Conv2d(self.body.out_channels, 1, 4)
         self.q_head = QHead(self.body.out_channels, n_categories, n_continuous)
         dcgan_init_(self)
 
-    def configure_optimizers(self, cfg) -> list[torch.optim.Optimizer]:
-        """[Adam over body + real/fake head, Adam over generator + Q head], with cfg.lr and cfg.betas."""
-        self.adopt_training_settings(cfg)
-        adam = lambda params: torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))  # noqa: E731
-        return [adam(self._d_params()), adam(self._g_params())]
-
-    def _d_params(self) -> list[nn.Parameter]:
+    def d_parameters(self) -> list[nn.Parameter]:
+        """The shared body and the real/fake head."""
         return [*self.body.parameters(), *self.d_head.parameters()]
 
-    def _g_params(self) -> list[nn.Parameter]:
+    def g_parameters(self) -> list[nn.Parameter]:
+        """The generator and the Q head."""
         return [*self.generator.parameters(), *self.q_head.parameters()]
 
     def codes(self, n: int, generator: torch.Generator | None = None,
@@ -102,10 +110,16 @@ class InfoGAN(GenerativeModel):
         latent = torch.cat([z, F.one_hot(cat, self.n_categories).to(z.dtype), cont], dim=1)
         return latent, cat, cont
 
-    def discriminate(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Image → (real/fake logit (B,), Q's category logits, Q's continuous means), all float32."""
+    def generate(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+                 category: int | None = None, **options: Any) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """(G(z, c, c_cont), the codes (category (n,), continuous (n, n_continuous))); labels are ignored."""
+        latent, cat, cont = self.codes(n, generator, category)
+        return self.generator(latent), (cat, cont)
+
+    def discriminate(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """Image → (real/fake logit (B,), (Q's category logits, Q's continuous means)), all float32."""
         h = self.body(x)
-        return (self.d_head(h).flatten().float(), *self.q_head(h))
+        return self.d_head(h).flatten().float(), self.q_head(h)
 
     def info_loss(self, cat_logits: Tensor, cont_means: Tensor, cat: Tensor, cont: Tensor) -> Tensor:
         """CE of the categorical code + MSE of the continuous codes (a fixed-variance Gaussian)."""
@@ -114,54 +128,19 @@ class InfoGAN(GenerativeModel):
             loss = loss + F.mse_loss(cont_means, cont.float())
         return loss
 
-    def training_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer]) -> dict[str, float]:
-        """One D update, then one G + Q update on the same fakes.
-
-        Returns d_loss and g_loss (the adversarial cross-entropies alone), info (Q's code loss on the
-        fakes, before the update) and gp (R1) when gp_weight > 0.
-        """
-        d_opt, g_opt = optimizers
-        real = batch[0].to(self.device).detach().requires_grad_(self.gp_weight > 0)
-        latent, cat, cont = self.codes(len(real))
-        fake = self.generator(latent)
-
-        real_logit = self.d_head(self.body(real)).flatten().float()
-        fake_logit = self.d_head(self.body(fake.detach())).flatten().float()
-        d_loss = discriminator_loss(real_logit, fake_logit, self.label_smoothing)
-        d_total, logs = d_loss, {}
-        if self.gp_weight > 0:
-            gp = r1_penalty(real_logit, real)
-            d_total = d_total + self.gp_weight / 2 * gp
-            logs["gp"] = gp.item()
-        self.optimize(d_total, d_opt, self._d_params())
-
-        self.body.requires_grad_(False)
-        self.d_head.requires_grad_(False)
-        fake_logit, cat_logits, cont_means = self.discriminate(fake)
-        g_loss = generator_loss(fake_logit)
-        info = self.info_loss(cat_logits, cont_means, cat, cont)
-        self.optimize(g_loss + self.info_weight * info, g_opt, self._g_params())
-        self.body.requires_grad_(True)
-        self.d_head.requires_grad_(True)
-
-        return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "info": info.item(), **logs}
-
-    @torch.no_grad()
-    def validation_score(self, val_batches: Iterable[Batch]) -> float:
-        """Energy distance between 16×16-pooled samples (fixed seed, random codes) and the validation
-        images (`layers.sample_distance`); lower is better."""
-        return sample_distance(self, val_batches)
+    def g_extra_loss(self, fake_aux: tuple[Tensor, Tensor],
+                     context: tuple[Tensor, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        """info_weight · info, Q's loss on the codes the fakes were drawn with."""
+        info = self.info_loss(*fake_aux, *context)
+        return self.info_weight * info, {"info": info.item()}
 
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
                category: int | None = None, **options: Any) -> Tensor:
         """`n` images in [-1, 1]; `category` fixes the categorical code (0..n_categories−1) for all."""
-        self.check_options(options)
-        self.check_labels(n, labels)
         if category is not None:
             if isinstance(category, bool) or not isinstance(category, numbers.Integral) \
                     or not 0 <= category < self.n_categories:
                 raise HcmbenchError(f"category must be an integer in 0..{self.n_categories - 1}, got {category!r}")
             category = int(category)
-        with self.evaluating():
-            return self.generator(self.codes(n, generator, category)[0]).float()
+        return super().sample(n, labels, generator, category=category, **options)

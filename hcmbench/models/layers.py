@@ -67,14 +67,44 @@ class ConvGenerator(nn.Module):
         return self.net(z[:, :, None, None])
 
 
+class MinibatchStd(nn.Module):
+    """Minibatch standard deviation (Karras et al., "Progressive Growing of GANs", ICLR 2018, §3).
+
+    Splits the batch into groups of `group_size` samples, takes the standard deviation of every
+    feature over each group, averages it over the features, and appends that one number per group as
+    an extra channel (a constant map for (B, C, H, W), one feature for (B, C)). D can then see the
+    diversity of a batch, which penalises a generator that collapses onto few modes. Like BatchNorm it
+    makes a logit depend on other samples of the batch, the R1 penalty included.
+
+    The group size is the largest divisor of the batch size not above `group_size` (4: the whole batch
+    when smaller, groups of 3 for a batch of 6), or the whole batch where that divisor is 1 (a batch of
+    5 or 7, as the last batch of an epoch may be). The variance is the unbiased one, so that the
+    statistic does not shrink with the group size; a batch of one image gets 0.
+    """
+
+    def __init__(self, group_size: int = 4) -> None:
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        b = x.shape[0]
+        g = max(d for d in range(1, min(self.group_size, b) + 1) if b % d == 0)
+        g = b if g == 1 else g
+        grouped = x.float().reshape(g, b // g, *x.shape[1:])  # sample i is in group i mod (b / g)
+        std = (grouped.var(dim=0, unbiased=g > 1) + 1e-8).sqrt().flatten(1).mean(1)  # (b / g,)
+        feature = std.repeat(g).to(x.dtype).view(b, 1, *[1] * (x.dim() - 2))
+        return torch.cat([x, feature.expand(b, 1, *x.shape[2:])], dim=1)
+
+
 class ConvDiscriminatorBody(nn.Module):
     """DCGAN discriminator without its output layer: image (B, 1, S, S) → features (B, C, 4, 4).
 
-    Strided convolutions, LeakyReLU(0.2), normalisation on all but the first layer. `out_channels`
-    is C, for the heads that models put on top (real/fake logit, class logits, latent codes).
+    Strided convolutions, LeakyReLU(0.2), normalisation on all but the first layer; with `mbstd`, a
+    `MinibatchStd` layer at the end adds one channel. `out_channels` is C (that channel included),
+    for the heads that models put on top (real/fake logit, class logits, latent codes).
     """
 
-    def __init__(self, image_size: int = 64, width: int = 64, norm: str = "batch") -> None:
+    def __init__(self, image_size: int = 64, width: int = 64, norm: str = "batch", mbstd: bool = False) -> None:
         super().__init__()
         downs = _num_doublings(image_size)
         layers: list[nn.Module] = [nn.Conv2d(1, width, 4, 2, 1), nn.LeakyReLU(0.2, True)]
@@ -83,6 +113,9 @@ class ConvDiscriminatorBody(nn.Module):
             layers += [nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=norm == "none"),
                        _norm2d(norm, channels * 2), nn.LeakyReLU(0.2, True)]
             channels *= 2
+        if mbstd:  # no parameters: the state_dict keys stay those of the plain body
+            layers.append(MinibatchStd())
+            channels += 1
         self.net = nn.Sequential(*layers)
         self.out_channels = channels
 

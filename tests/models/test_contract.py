@@ -63,7 +63,8 @@ LOSSES: dict[str, set[str]] = {
     "infogan": {"d_loss", "g_loss", "info"},
     "ddpm": {"noise_mse"},
 }
-# ... plus "gp" for the models whose discriminator takes the R1 penalty, when its weight is positive.
+# ... plus "gp" for the models whose discriminator takes the R1 penalty, when its weight is positive and
+# on the steps that compute it (lazily, every `r1_every` steps; a fresh model's first step always does).
 R1 = {"gan", "dcgan", "acgan", "infogan"}
 
 # The submodules each optimiser holds, in order ("" is the whole model). The GANs' discriminator comes
