@@ -1,4 +1,5 @@
-"""Training throughput of every model, and DDPM-1000 against DDIM-50 sampling time, as a table.
+"""Training throughput of every model, hcmbench's DCGAN step against pytorch/examples' DCGAN, and
+DDPM-1000 against DDIM-50 sampling time, as tables.
 
     python bench/train_throughput.py [--size 64] [--batch-size 32] [--steps 10] [--device auto]
                                      [--ddpm-steps 1000] [--models vae,gan,...]
@@ -6,7 +7,11 @@
 
 Training: images/s over `--steps` optimisation steps (after 2 warm-up steps) on a fixed batch of
 phantom-like random images in [-1, 1], default settings of each model, bf16 autocast on CUDA as the
-engine uses. Sampling: wall time to draw 64 images with ancestral DDPM over all T = 1000 steps and
+engine uses. The DCGAN pair: hcmbench's default DCGAN step (the engine's default GAN settings) and the
+training step of pytorch/examples' `dcgan/main.py` (its networks at ngf = ndf = 64 and nz = 100, one
+grey channel, BCE on sigmoid outputs, one D update on a real and a fake batch, then one G update on the
+same fake), rebuilt here from that example's published description, timed alternately in the same
+run at the same size and batch. Sampling: wall time to draw 64 images with ancestral DDPM over all T = 1000 steps and
 with DDIM over 50 steps. On a slow machine `--ddpm-steps K` times K ancestral steps instead and scales
 the time by 1000 / K (each ancestral step is one network evaluation, so the cost is linear in the
 number of steps), and `--sampling-set KEY=VALUE` samples from a smaller UNet; the table says both.
@@ -19,6 +24,7 @@ import time
 
 import torch
 from rich.console import Console
+from torch import nn
 from rich.table import Table
 
 from hcmbench.checkpoints import resolve_device
@@ -49,6 +55,91 @@ def train_images_per_second(name: str, size: int, batch_size: int, steps: int, d
             model.training_step((images, labels), optimizers)
     _sync(device)
     return steps * batch_size / (time.perf_counter() - start), sum(p.numel() for p in model.parameters())
+
+
+class _ExamplesGenerator(nn.Module):
+    """pytorch/examples' DCGAN generator: transposed convs nz → 8·ngf at 4×4, halving to ngf, then one channel."""
+
+    def __init__(self, nz: int = 100, ngf: int = 64, size: int = 64) -> None:
+        super().__init__()
+        channels, layers = ngf * size // 8, []
+        layers += [nn.ConvTranspose2d(nz, channels, 4, 1, 0, bias=False), nn.BatchNorm2d(channels), nn.ReLU(True)]
+        while channels > ngf:
+            layers += [nn.ConvTranspose2d(channels, channels // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(channels // 2),
+                       nn.ReLU(True)]
+            channels //= 2
+        self.net = nn.Sequential(*layers, nn.ConvTranspose2d(ngf, 1, 4, 2, 1, bias=False), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class _ExamplesDiscriminator(nn.Module):
+    """pytorch/examples' DCGAN discriminator: strided convs 1 → ndf → … → 8·ndf with BatchNorm, sigmoid output."""
+
+    def __init__(self, ndf: int = 64, size: int = 64) -> None:
+        super().__init__()
+        layers, channels = [nn.Conv2d(1, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)], ndf
+        while channels < ndf * size // 8:
+            layers += [nn.Conv2d(channels, channels * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(channels * 2),
+                       nn.LeakyReLU(0.2, True)]
+            channels *= 2
+        self.net = nn.Sequential(*layers, nn.Conv2d(channels, 1, 4, 1, 0, bias=False), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).view(-1)
+
+
+def examples_dcgan_step(size: int, batch_size: int, device: torch.device):
+    """pytorch/examples' DCGAN training step, as a closure over a fixed real batch."""
+    torch.manual_seed(0)
+    G, D = _ExamplesGenerator(size=size).to(device), _ExamplesDiscriminator(size=size).to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    bce = nn.BCELoss()
+    real = torch.rand(batch_size, 1, size, size, device=device) * 2 - 1
+    ones, zeros = torch.ones(batch_size, device=device), torch.zeros(batch_size, device=device)
+
+    def step() -> None:
+        D.zero_grad()
+        bce(D(real), ones).backward()
+        fake = G(torch.randn(batch_size, 100, 1, 1, device=device))
+        bce(D(fake.detach()), zeros).backward()
+        opt_d.step()
+        G.zero_grad()
+        bce(D(fake), ones).backward()
+        opt_g.step()
+
+    return step
+
+
+def hcmbench_dcgan_step(size: int, batch_size: int, device: torch.device):
+    """hcmbench's default DCGAN training step (default model settings and engine GAN settings)."""
+    torch.manual_seed(0)
+    model = build_model("dcgan", image_size=size).to(device).train()
+    optimizers = model.configure_optimizers(TrainConfig())
+    batch = (torch.rand(batch_size, 1, size, size, device=device) * 2 - 1, torch.zeros(batch_size, dtype=torch.long))
+    return lambda: model.training_step(batch, optimizers)
+
+
+def paired_images_per_second(steps: dict, batch_size: int, rounds: int, per_round: int,
+                             device: torch.device) -> dict[str, float]:
+    """Images/s of each step function, timed in alternating rounds (so that load hits both alike): the
+    median over rounds of `per_round` steps each, after two warm-up steps."""
+    import statistics
+
+    rates: dict[str, list[float]] = {name: [] for name in steps}
+    for step in steps.values():
+        step(), step()
+    for _ in range(rounds):
+        for name, step in steps.items():
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(per_round):
+                step()
+            _sync(device)
+            rates[name].append(per_round * batch_size / (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in rates.items()}
 
 
 def sampling_seconds(size: int, device: torch.device, sampler: str, steps: int, settings: dict, n: int = 64) -> float:
@@ -86,6 +177,18 @@ def main() -> None:
         rate, params = train_images_per_second(name, args.size, args.batch_size, args.steps, device)
         table.add_row(name, f"{params / 1e6:.2f} M", f"{rate:.1f}", f"{1000 * args.batch_size / rate:.0f}")
     console.print(table)
+
+    pair = paired_images_per_second({"hcmbench dcgan (default)": hcmbench_dcgan_step(args.size, args.batch_size, device),
+                                     "pytorch/examples dcgan": examples_dcgan_step(args.size, args.batch_size, device)},
+                                    args.batch_size, rounds=5, per_round=max(1, args.steps // 2), device=device)
+    reference = pair["pytorch/examples dcgan"]
+    paired = Table(title=f"DCGAN training step, {args.size} px, batch {args.batch_size}: median of 5 alternating "
+                         f"rounds of {max(1, args.steps // 2)} steps")
+    for column in ("step", "images/s", "relative"):
+        paired.add_column(column, justify="right" if column != "step" else "left")
+    for name, rate in pair.items():
+        paired.add_row(name, f"{rate:.1f}", f"{rate / reference:.2f}×")
+    console.print(paired)
 
     import yaml
 

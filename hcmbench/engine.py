@@ -299,9 +299,9 @@ class Trainer:
         self.model.train()
         steps, batches = self._round(number)
         totals: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)  # a loss may be reported on some steps only (lazy R1)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16,
                                   enabled=self.config.mixed_precision and self.device.type == "cuda")
-        done = 0
         for step, index in enumerate(batches, start=1):
             with autocast:
                 losses = self.model.training_step((self.train_images[index], self.train_labels[index]), self.optimizers)
@@ -316,13 +316,13 @@ class Trainer:
                 self.ema.update(self.model, self.global_step)
             for name, value in losses.items():
                 totals[name] += value
-            done = step
+                counts[name] += 1
             share = self.budget_done(number - 1 + step / max(steps, step))
             left = self.elapsed() * (1 - share) / share if share > 0 else None
             self._emit("on_step_end", StepEnd(number, step, max(steps, step), losses, self.kimg, share, left))
             if self.out_of_time():
                 break
-        return {name: total / max(done, 1) for name, total in totals.items()}
+        return {name: total / counts[name] for name, total in totals.items()}
 
     def validate(self) -> float:
         """The sampling model's validation score on the validation batches (lower is better)."""

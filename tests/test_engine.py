@@ -208,3 +208,17 @@ def test_budgets_are_checked_in_one_line():
             TrainConfig(**{field: value})
     assert TrainConfig(kimg=10, tick_kimg=0.5).rounds_in_budget() == 20
     assert TrainConfig(minutes=5).rounds_in_budget() is None and TrainConfig(epochs=7).rounds_in_budget() == 7
+
+
+def test_a_loss_reported_on_some_steps_is_averaged_over_those_steps(phantom_root, tmp_path, monkeypatch):
+    from tests.toy_model import ToyModel
+
+    plain = ToyModel.training_step
+
+    def every_fourth(self, batch, optimizers):  # like lazy R1: a penalty computed on one step in four
+        logs = plain(self, batch, optimizers)
+        return {**logs, "gp": 4.0} if self.steps % 4 == 1 else logs
+
+    monkeypatch.setattr(ToyModel, "training_step", every_fourth)
+    result = train("toy", phantom_root, tmp_path / "run", DATA, quick(epochs=1))
+    assert result.history[0]["losses"]["gp"] == 4.0
