@@ -14,6 +14,7 @@ from rich.table import Table
 
 from hcmbench import __version__
 from hcmbench.errors import HcmbenchError
+from hcmbench.formatting import duration
 
 console = Console()
 err_console = Console(stderr=True)
@@ -216,15 +217,6 @@ def _parse_settings(pairs: tuple[str, ...]) -> dict:
     return settings
 
 
-def _clock(seconds: float) -> str:
-    """12 s, 4:05 or 1:02:03."""
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
-
-
 def describe_budget(config) -> str:
     """A TrainConfig's budget as a person reads it: "100 epochs", "20 kimg (ticks of 1 kimg), at most 15 minutes"."""
     parts = []
@@ -279,7 +271,7 @@ class _TrainDisplay:
             self.task = self.bar.add_task(description, total=event.steps, losses="", budget="")
         if event.step == 1:
             self.bar.reset(self.task, total=event.steps, description=description)
-        left = f" · {_clock(event.seconds_left)} left" if event.seconds_left is not None else ""
+        left = f" · {duration(event.seconds_left)} left" if event.seconds_left is not None else ""
         self.bar.update(self.task, completed=event.step, total=event.steps, losses=self._fmt(event.losses),
                         budget=f"{event.kimg:.1f} kimg{left}")
 
@@ -325,11 +317,14 @@ class _TrainDisplay:
 @click.option("--max-steps-per-epoch", type=click.IntRange(1), default=None, help="Cap on steps per epoch (quick runs).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N] or mps.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="A model setting, e.g. --set latent_dim=128.")
+@click.option("--preset", default=None, help="A model's named recipe of settings and budget, e.g. cpu (sized for a "
+              "laptop's CPU; `hcmbench study` uses it). Options given here and --set still win.")
 @click.pass_context
 def train(ctx: click.Context, model_name: str, data_root: Path | None, groups: tuple[str, ...], size: str, epochs: int | None,
-          kimg: float | None, minutes: float | None, tick_kimg: float, batch_size: int, lr: float, seed: int, out: Path | None, resume: bool, patience: int, gp_weight: float,
-          label_smoothing: float, ema_decay: float, grad_clip: float | None, sample_every: int,
-          max_steps_per_epoch: int | None, device: str, settings: tuple[str, ...]) -> None:
+          kimg: float | None, minutes: float | None, tick_kimg: float, batch_size: int, lr: float, seed: int, out: Path | None,
+          resume: bool, patience: int, gp_weight: float, label_smoothing: float, ema_decay: float,
+          grad_clip: float | None, sample_every: int, max_steps_per_epoch: int | None, device: str,
+          settings: tuple[str, ...], preset: str | None) -> None:
     """Train one model on preprocessed slices, with early stopping, checkpoints and sample grids.
 
     Writes into the run folder: checkpoints/best.pt and last.pt, samples/epoch_NNN.png and
@@ -337,11 +332,20 @@ def train(ctx: click.Context, model_name: str, data_root: Path | None, groups: t
     either capped by --minutes.
     """
     from hcmbench import engine
-    from hcmbench.config import DataConfig, TrainConfig
+    from hcmbench.config import DataConfig, layered_train_config
     from hcmbench.data import resolve_data_root
-    from hcmbench.models.base import model_class
+    from hcmbench.models.base import Preset, model_class, model_preset
 
     model_class(model_name)  # an unknown name fails before any data work
+    recipe = model_preset(model_name, preset) if preset else Preset("")
+    options = dict(epochs=epochs, kimg=kimg, minutes=minutes, tick_kimg=tick_kimg, batch_size=batch_size, lr=lr,
+                   seed=seed, patience=patience, device=device, gp_weight=gp_weight, label_smoothing=label_smoothing,
+                   ema_decay=ema_decay, grad_clip=grad_clip, sample_every=sample_every,
+                   max_steps_per_epoch=max_steps_per_epoch)
+    given = {k: v for k, v in options.items()
+             if ctx.get_parameter_source(k) is not click.core.ParameterSource.DEFAULT}
+    train_config = layered_train_config(options, recipe.train, given)
+    model_settings = {**recipe.model, **_parse_settings(settings)}
     out = out or Path("outputs") / "train" / model_name.lower()
     with _TrainDisplay(_quiet()) as display, _progress("Preprocessing slices") as progress:
         if resume:
@@ -349,15 +353,11 @@ def train(ctx: click.Context, model_name: str, data_root: Path | None, groups: t
                                    kimg=kimg, minutes=minutes)
         else:
             root = resolve_data_root(data_root, announce=_say)
-            train_config = TrainConfig(
-                epochs=epochs, kimg=kimg, minutes=minutes, tick_kimg=tick_kimg, batch_size=batch_size, lr=lr, seed=seed, patience=patience, device=device,
-                gp_weight=gp_weight, label_smoothing=label_smoothing, ema_decay=ema_decay, grad_clip=grad_clip,
-                sample_every=sample_every, max_steps_per_epoch=max_steps_per_epoch)
             data_config = DataConfig(groups=_groups_option(groups) or ("HCM",), size=int(size))
-            result = engine.train(model_name, root, out, data_config, train_config, _parse_settings(settings),
+            result = engine.train(model_name, root, out, data_config, train_config, model_settings,
                                   callbacks=[display], progress=progress)
     stop = "stopped early" if result.stopped_early else "finished"
-    _say(f"{stop} after {result.epochs_run} {result.unit}s ({result.kimg:.1f} kimg, {_clock(result.seconds)}); "
+    _say(f"{stop} after {result.epochs_run} {result.unit}s ({result.kimg:.1f} kimg, {duration(result.seconds)}); "
          f"best validation score {result.best_score:.4g} at {result.unit} {result.best_epoch}.")
     _say(f"Samples: {out / 'samples'}   Loss plot: {result.loss_plot}")
     console.print(f"Checkpoint: {result.best_checkpoint}", highlight=False, soft_wrap=True)
@@ -368,7 +368,7 @@ def train(ctx: click.Context, model_name: str, data_root: Path | None, groups: t
 @click.option("-n", "count", type=click.IntRange(1), default=64, show_default=True, help="Number of images.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Folder to create (must not exist or be empty).")
 @click.option("--label", default=None, help="Class for conditional models (e.g. ES or HCM). Default: all classes in equal shares.")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default=None, help="Diffusion sampler.")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++"]), default=None, help="Diffusion sampler.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Diffusion sampling steps (DDIM).")
 @click.option("--guidance-scale", type=float, default=None, help="Classifier-free guidance (conditional ddpm).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -418,7 +418,7 @@ def _phase_progress() -> Iterator[Callable[[str, int, int], None]]:
               help="nifti (ACDC layout: patientNNN/ with Info.cfg and volumes), png (PNGs + samples.npz) or npz.")
 @click.option("--label", default=None, help="Class for conditional models (e.g. ES or HCM). Default: all classes in equal shares.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same images.")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default=None, help="Diffusion sampler.")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++"]), default=None, help="Diffusion sampler.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Diffusion sampling steps (DDIM).")
 @click.option("--guidance-scale", type=float, default=None, help="Classifier-free guidance (conditional ddpm).")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
@@ -460,7 +460,7 @@ def generate(source: str, count: int, out: Path, fmt: str, label: str | None, se
               help="Folder for table.md and table.csv. Default: eval/ beside the run's checkpoints/, else ./eval.")
 @click.option("--ssim-data-range", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
               help="SSIM data range. 255 reproduces the study's inflated figures (labelled as such).")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default=None, help="Diffusion sampler.")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++"]), default=None, help="Diffusion sampler.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Diffusion sampling steps.")
 @click.option("--no-calibration", is_flag=True, help="Leave out the calibration rows (not recommended).")
 @detect_seeds_option
@@ -652,7 +652,7 @@ def promote(model_name: str, metric: str, alias: str) -> None:
 @click.option("-n", "count", type=click.IntRange(2), default=1000, show_default=True, help="Images generated per model.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("compare"), show_default=True,
               help="Folder for table.md and table.csv.")
-@click.option("--sampler", type=click.Choice(["ddpm", "ddim"]), default="ddim", show_default=True,
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++"]), default="ddim", show_default=True,
               help="Diffusion sampler (other models ignore it).")
 @click.option("--steps", type=click.IntRange(1), default=50, show_default=True, help="Diffusion sampling steps.")
 @detect_seeds_option
@@ -680,6 +680,57 @@ def compare(model_names: str | None, metric: str, count: int, out: Path, sampler
     md, csv_path = table.write(out)
     run_id = log_comparison(table, {name: run.info.run_id for name, run in runs.items()})
     _say(f"Wrote {md} and {csv_path}; logged as MLflow run {run_id} (experiment hcmbench-compare)")
+
+
+@main.command()
+@data_option
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Wall-clock training budget of each model.")
+@click.option("--models", "model_names", default=",".join(("vae", "gan", "dcgan", "acgan", "infogan", "ddpm")),
+              show_default=True, help="Comma-separated models to train and compare.")
+@click.option("--preset", default="cpu", show_default=True, help="Each model's recipe (see `train --preset`).")
+@click.option("-n", "count", type=click.IntRange(2), default=1000, show_default=True,
+              help="Images generated per model for the table.")
+@click.option("--detect-seeds", type=click.IntRange(0), default=3, show_default=True,
+              help="Seeds of the detectability test; 0 leaves the column out.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("outputs") / "study", show_default=True,
+              help="Folder for the runs, table.md, table.csv and figures/. The same command resumes a study.")
+@click.option("--results", "results_md", type=click.Path(path_type=Path), default=None,
+              help="A Markdown file (e.g. docs/results.md) whose study section gets the table, command, machine "
+                   "and times; Figure 4 is copied into figures/ beside it.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def study(data_root: Path | None, minutes: float, model_names: str, preset: str, count: int, detect_seeds: int,
+          out: Path, results_md: Path | None, seed: int, device: str) -> None:
+    """The published study's Table 1, measured: train every model at the same budget, then score them.
+
+    Each model's preset trains for --minutes into OUT/<model> (an MLflow run in hcmbench-study; an
+    interrupted study resumes where it stopped). Then one calibrated table against the held-out test
+    patients, Figure 4 (a real slice beside a sample of each model) and the loss curves.
+    """
+    import shlex
+
+    from hcmbench.data import resolve_data_root
+    from hcmbench.evaluation.report import rich_tables
+    from hcmbench.study import StudyConfig, results_section, run_study, write_results_section
+
+    config = StudyConfig(models=tuple(m.strip().lower() for m in model_names.split(",") if m.strip()),
+                         minutes=minutes, preset=preset, n=count, detect_seeds=detect_seeds, seed=seed, device=device)
+    root = resolve_data_root(data_root, announce=_say)
+    with _phase_progress() as progress:
+        result = run_study(root, out, config, display=_say, progress=progress)
+    for part in rich_tables(result.table):
+        console.print(part)
+    _say(f"Wrote {out / 'table.md'}, {out / 'table.csv'} and {out / 'figures'}; MLflow experiment hcmbench-study")
+    if results_md is not None:
+        figure = results_md.parent / "figures" / "study_samples.png"
+        spelled = ["study", "--data", str(root), "--minutes", f"{minutes:g}", "--models", ",".join(config.models),
+                   "--preset", preset, "-n", str(count), "--detect-seeds", str(detect_seeds), "--out", str(out),
+                   "--results", str(results_md), "--seed", str(seed)]  # every setting, so that it reruns as it ran
+        command = "hcmbench " + " ".join(shlex.quote(arg) for arg in spelled)
+        section = results_section(result, command, config, figure.relative_to(results_md.parent).as_posix())
+        write_results_section(results_md, section, result.figures[0], figure)
+        _say(f"Updated the study section of {results_md} and {figure}")
 
 
 def _number_list(kind: type, allow_all: bool = False) -> Callable:

@@ -122,6 +122,22 @@ class TrainConfig:
                 raise HcmbenchError(message)
 
 
+BUDGET = ("epochs", "kimg", "minutes")
+
+
+def layered_train_config(defaults: dict[str, Any], preset: dict[str, Any], explicit: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from three layers: `explicit` settings win over a preset's, which win over `defaults`.
+
+    A budget is one thing: an explicit epochs, kimg or minutes replaces the preset's whole budget, so
+    that `--epochs 5` on a preset counted in kimg trains 5 epochs rather than failing on two budgets.
+    """
+    if explicit.keys() & set(BUDGET):
+        preset = {k: v for k, v in preset.items() if k not in BUDGET}
+        defaults = {k: v for k, v in defaults.items() if k not in BUDGET or k in explicit}
+    values = {**defaults, **preset, **explicit}
+    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
 def cache_dir() -> Path:
     """Where hcmbench keeps generated and preprocessed data: $HCMBENCH_CACHE, else the user cache."""
     if os.environ.get("HCMBENCH_CACHE"):

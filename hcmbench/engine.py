@@ -372,8 +372,10 @@ class Trainer:
             done = 0
         self._clock = time.perf_counter()
         self._emit("on_train_start", self)
+        finished = stopped_early or not self.budget_left(done)
         try:
-            while not stopped_early and self.budget_left(done):
+            # decided once per round, before last.pt is written: a resumed run then decides as this one did
+            while not finished:
                 done += 1
                 began = time.perf_counter()
                 losses = self._train_round(done)

@@ -92,3 +92,19 @@ def test_sample_refuses_bad_requests_in_one_line(phantom_root, tmp_path):
     garbage.write_bytes(b"\x00" * 100)
     result = run("sample", str(garbage), "--out", str(tmp_path / "s"))
     assert result.exit_code == 2 and "not a readable hcmbench checkpoint" in result.output
+
+
+def test_a_preset_fills_settings_that_explicit_options_override(phantom_root, tmp_path):
+    import torch
+
+    out = tmp_path / "run"
+    result = run("--quiet", "train", "--model", "toy", "--data", str(phantom_root), "--size", "32", "--preset", "cpu",
+                 "--kimg", "0.02", "--lr", "0.01", "--set", "noise=0.2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=False)
+    config = state["train_config"]
+    # the preset's batch size and tick stay; its 50-kimg budget gave way to --kimg, its lr to --lr
+    assert config["batch_size"] == 8 and config["tick_kimg"] == 0.02 and config["kimg"] == 0.02
+    assert config["lr"] == 0.01 and state["settings"]["noise"] == 0.2
+    unknown = run("train", "--model", "toy", "--preset", "gpu", "--out", str(tmp_path / "x"))
+    assert unknown.exit_code == 2 and "toy has no preset 'gpu' (its presets: cpu)" in unknown.output

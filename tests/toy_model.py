@@ -7,7 +7,7 @@ import time
 import torch
 from torch import nn
 
-from hcmbench.models.base import GenerativeModel, register
+from hcmbench.models.base import GenerativeModel, Preset, register
 
 
 @register("toy")
@@ -17,6 +17,9 @@ class ToyModel(GenerativeModel):
     `nan_after` > 0 makes the loss NaN from that training step on, to test divergence handling;
     `step_seconds` > 0 makes each training step take that long, so that a test can act mid-trial.
     """
+
+    presets = {"cpu": Preset("a quick toy", model={"noise": 0.05},
+                             train={"batch_size": 8, "lr": 0.05, "kimg": 50, "tick_kimg": 0.02})}
 
     def __init__(self, image_size: int = 32, num_classes: int = 0, per_class: bool = False, nan_after: int = 0,
                  noise: float = 0.1, step_seconds: float = 0.0) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -28,6 +29,17 @@ from torch import Tensor, nn
 from hcmbench.errors import HcmbenchError
 
 Batch = tuple[Tensor, Tensor]  # images (B, 1, H, W) in [-1, 1], integer labels (B,)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named recipe of a model: its settings, the engine's training settings (TrainConfig fields) and
+    the sample options a user gets by default, with what it is for. `hcmbench train --preset NAME` and
+    `hcmbench study` use them; explicit options and `--set` still win."""
+
+    description: str
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
 
 _REGISTRY: dict[str, type[GenerativeModel]] = {}
 
@@ -41,12 +53,15 @@ class GenerativeModel(nn.Module):
       sample_options  names of extra keyword options `sample` accepts (e.g. the diffusion sampler);
       preview_options options the engine passes to `sample` for its per-epoch grids, where a cheaper
                       setting than the default gives the same picture (DDIM instead of 1000 steps).
+      presets         named recipes (`Preset`): "cpu" is the one sized for a laptop's CPU, which
+                      `hcmbench study` trains every model with.
     """
 
     conditional: ClassVar[bool] = False
     default_epochs: ClassVar[int] = 100
     sample_options: ClassVar[tuple[str, ...]] = ()
     preview_options: ClassVar[dict[str, Any]] = {}
+    presets: ClassVar[dict[str, Preset]] = {}
 
     # Set by build_model / the engine.
     name: str = ""
@@ -180,6 +195,15 @@ def model_defaults(name: str) -> dict[str, Any]:
     signature = inspect.signature(model_class(name).__init__)
     return {k: p.default for k, p in signature.parameters.items()
             if k != "self" and p.default is not inspect.Parameter.empty}
+
+
+def model_preset(name: str, preset: str) -> Preset:
+    """The preset `preset` of model `name`; an unknown one raises HcmbenchError listing the model's presets."""
+    cls = model_class(name)
+    if preset not in cls.presets:
+        known = ", ".join(sorted(cls.presets)) or "none"
+        raise HcmbenchError(f"{cls.name} has no preset {preset!r} (its presets: {known})")
+    return cls.presets[preset]
 
 
 def build_model(name: str, image_size: int, num_classes: int = 0, **settings: Any) -> GenerativeModel:
