@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.adversarial import AdversarialModel
+from hcmbench.models.adversarial import CONV_CPU_PRESET, AdversarialModel
 from hcmbench.models.base import register
 from hcmbench.models.layers import ConvDiscriminatorBody, ConvGenerator, dcgan_init_
 
@@ -65,6 +65,7 @@ class ACGAN(AdversarialModel):
     """
 
     conditional = True
+    presets = {"cpu": CONV_CPU_PRESET}
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 100, width: int = 64,
                  d_norm: str = "batch", aux_weight: float = 1.0, mbstd: bool = False,

@@ -46,10 +46,15 @@ from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.augment import augment, parse_policy
-from hcmbench.models.base import Batch, GenerativeModel
+from hcmbench.models.base import Batch, GenerativeModel, Preset
 from hcmbench.models.layers import discriminator_loss, generator_loss, r1_penalty, sample_distance
 
 LECAM_DECAY = 0.99
+
+# The "cpu" preset of the convolutional members (DCGAN, ACGAN, InfoGAN): their defaults at width 32.
+CONV_CPU_PRESET = Preset(
+    "sized for 2 CPU cores: width 32, 40 kimg at batch 32 (about 10 minutes), validated every 2 kimg",
+    model={"width": 32}, train={"batch_size": 32, "kimg": 40, "tick_kimg": 2, "patience": 20})
 
 
 @contextlib.contextmanager

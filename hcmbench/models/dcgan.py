@@ -25,7 +25,7 @@ from __future__ import annotations
 from torch import nn
 
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.adversarial import AdversarialModel
+from hcmbench.models.adversarial import CONV_CPU_PRESET, AdversarialModel
 from hcmbench.models.base import register
 from hcmbench.models.gan import GAN
 from hcmbench.models.layers import ConvDiscriminatorBody, ConvGenerator, dcgan_init_
@@ -43,6 +43,7 @@ class DCGAN(GAN):
     """
 
     conditional = False
+    presets = {"cpu": CONV_CPU_PRESET}
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 100, width: int = 64,
                  d_norm: str = "batch", mbstd: bool = False, augment: str = "translation,cutout",

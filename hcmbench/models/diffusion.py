@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import Batch, GenerativeModel, register
+from hcmbench.models.base import Batch, GenerativeModel, Preset, register
 
 # -- the noise schedule ------------------------------------------------------------------------------
 
@@ -371,6 +371,11 @@ class DDPM(GenerativeModel):
     """
 
     default_epochs = 115
+    presets = {"cpu": Preset(
+        "sized for 2 CPU cores: a 32-channel UNet with one residual block per level and attention at 8 px, "
+        "18 kimg at batch 8 (about 30 minutes), validated every kimg",
+        model={"base_channels": 32, "num_res_blocks": 1, "attention_resolutions": (8,)},
+        train={"batch_size": 8, "kimg": 18, "tick_kimg": 1, "patience": 20})}
     sample_options = ("sampler", "steps", "guidance_scale", "eta")
 
     @property

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.adversarial import AdversarialModel
-from hcmbench.models.base import register
+from hcmbench.models.base import Preset, register
 from hcmbench.models.layers import MinibatchStd
 
 
@@ -60,6 +60,9 @@ class GAN(AdversarialModel):
     """
 
     conditional = False
+    presets = {"cpu": Preset(
+        "sized for 2 CPU cores: the paper's widths, 40 kimg at batch 32, validated every 2 kimg",
+        train={"batch_size": 32, "kimg": 40, "tick_kimg": 2, "patience": 20})}
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 100,
                  hidden: tuple[int, ...] = (256, 512, 1024), dropout: float = 0.3, mbstd: bool = False,

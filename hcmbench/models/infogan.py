@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.adversarial import AdversarialModel
+from hcmbench.models.adversarial import CONV_CPU_PRESET, AdversarialModel
 from hcmbench.models.base import register
 from hcmbench.models.layers import ConvDiscriminatorBody, ConvGenerator, dcgan_init_
 
@@ -66,6 +66,7 @@ class InfoGAN(AdversarialModel):
 
     conditional = False
     sample_options = ("category",)
+    presets = {"cpu": CONV_CPU_PRESET}
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 62, n_categories: int = 4,
                  n_continuous: int = 2, width: int = 64, d_norm: str = "batch", info_weight: float = 1.0,

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import Batch, GenerativeModel, register
+from hcmbench.models.base import Batch, GenerativeModel, Preset, register
 from hcmbench.models.layers import ConvDiscriminatorBody, ConvGenerator
 
 
@@ -45,6 +45,9 @@ class VAE(GenerativeModel):
     """Convolutional VAE; `training_step` returns `recon`, `kl` (batch means) and `loss` = recon + β·kl."""
 
     conditional = False
+    presets = {"cpu": Preset(
+        "sized for 2 CPU cores: width 32, 40 kimg at batch 32, validated every 2 kimg",
+        model={"width": 32}, train={"batch_size": 32, "kimg": 40, "tick_kimg": 2, "patience": 20})}
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 128, width: int = 32,
                  beta: float = 1.0) -> None:

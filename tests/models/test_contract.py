@@ -20,7 +20,8 @@ import torch
 
 from hcmbench.config import TrainConfig
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import GenerativeModel, available_models, build_model, model_class, model_defaults
+from hcmbench.models.base import (GenerativeModel, available_models, build_model, model_class, model_defaults,
+                                   model_preset)
 from tests.models.images import disks
 
 SEED = 0
@@ -164,6 +165,20 @@ def test_default_settings_build(name):
     model = build_model(name, 32, num_classes=NUM_CLASSES)
     assert model.settings == {**model_defaults(name), "image_size": 32, "num_classes": NUM_CLASSES}
     assert isinstance(model, model_class(name)) and model.name == name
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_cpu_preset_builds_trains_and_has_a_budget(name):
+    """`hcmbench study` trains every model's "cpu" preset: its settings must build the model at 64 px and
+    take a training step, and its training settings must make a TrainConfig with a budget in images."""
+    preset = model_preset(name, "cpu")
+    assert preset.description and preset.train.get("kimg", 0) > 0
+    config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in preset.train.items()})
+    model = build_model(name, 64, num_classes=NUM_CLASSES, **preset.model)
+    optimizers = model.configure_optimizers(config)
+    batch = disks(4, 64)[0], torch.arange(4) % NUM_CLASSES
+    losses = model.training_step(batch, optimizers)
+    assert all(math.isfinite(v) for v in losses.values())
 
 
 @pytest.mark.parametrize("size", SIZES)
