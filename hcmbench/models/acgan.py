@@ -69,7 +69,7 @@ class ACGAN(AdversarialModel):
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 100, width: int = 64,
                  d_norm: str = "batch", aux_weight: float = 1.0, mbstd: bool = False,
-                 augment: str = "translation,cutout", r1_every: int = 16, lecam_weight: float = 0.0) -> None:
+                 augment: str = "none", r1_every: int = 16, lecam_weight: float = 0.0) -> None:
         super().__init__(augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd)
         if num_classes < 2:
             raise HcmbenchError(f"acgan needs num_classes >= 2 (its discriminator classifies), got {num_classes}")

@@ -46,7 +46,7 @@ class DCGAN(GAN):
     presets = {"cpu": CONV_CPU_PRESET}
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 100, width: int = 64,
-                 d_norm: str = "batch", mbstd: bool = False, augment: str = "translation,cutout",
+                 d_norm: str = "batch", mbstd: bool = False, augment: str = "none",
                  r1_every: int = 16, lecam_weight: float = 0.0) -> None:
         # Not GAN.__init__: the networks are built here.
         AdversarialModel.__init__(self, augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd)

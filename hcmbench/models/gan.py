@@ -66,7 +66,7 @@ class GAN(AdversarialModel):
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 100,
                  hidden: tuple[int, ...] = (256, 512, 1024), dropout: float = 0.3, mbstd: bool = False,
-                 augment: str = "translation,cutout", r1_every: int = 16, lecam_weight: float = 0.0) -> None:
+                 augment: str = "none", r1_every: int = 16, lecam_weight: float = 0.0) -> None:
         super().__init__(augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd)
         hidden = tuple(hidden)  # YAML gives lists
         if latent_dim < 1 or not hidden or min(hidden) < 1:

@@ -70,7 +70,7 @@ class InfoGAN(AdversarialModel):
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 62, n_categories: int = 4,
                  n_continuous: int = 2, width: int = 64, d_norm: str = "batch", info_weight: float = 1.0,
-                 mbstd: bool = False, augment: str = "translation,cutout", r1_every: int = 16,
+                 mbstd: bool = False, augment: str = "none", r1_every: int = 16,
                  lecam_weight: float = 0.0) -> None:
         super().__init__(augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd)
         if n_categories < 2:

@@ -35,7 +35,7 @@ def trained():
     model = build_model("acgan", image_size=32, num_classes=2, **SMALL)
     opts = model.configure_optimizers(TrainConfig(lr=2e-3))
     before = model.validation_score([batch])
-    logs = [model.training_step(batch, opts) for _ in range(80)]
+    logs = [model.training_step(batch, opts) for _ in range(120)]
     return model, logs, before, model.validation_score([batch])
 
 

@@ -46,7 +46,7 @@ def train(model, steps: int, **cfg):
 def test_the_family_shares_the_settings_and_their_defaults(name):
     defaults = model_defaults(name)
     assert (defaults["augment"], defaults["r1_every"], defaults["lecam_weight"], defaults["mbstd"]) == \
-        ("translation,cutout", 16, 0.0, False)
+        ("none", 16, 0.0, False)
     assert isinstance(build(name), adversarial.AdversarialModel)
 
 
