@@ -463,11 +463,13 @@ def generate(source: str, count: int, out: Path, fmt: str, label: str | None, se
 @click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++"]), default=None, help="Diffusion sampler.")
 @click.option("--steps", type=click.IntRange(1), default=None, help="Diffusion sampling steps.")
 @click.option("--no-calibration", is_flag=True, help="Leave out the calibration rows (not recommended).")
+@click.option("--group", default=None, help="Score one ACDC group (e.g. HCM) of a model trained on several: it is "
+              "asked for that group and compared with that group's real slices only.")
 @detect_seeds_option
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def evaluate(source: str, count: int, data_root: Path | None, reference_root: Path | None, out: Path | None,
-             ssim_data_range: float, sampler: str | None, steps: int | None, no_calibration: bool,
+             ssim_data_range: float, sampler: str | None, steps: int | None, no_calibration: bool, group: str | None,
              detect_seeds: int, seed: int, device: str) -> None:
     """Score a generator: SSIM / CC / MSE, FID, KID, PRDC, memorisation, diversity, with calibration rows.
 
@@ -484,7 +486,7 @@ def evaluate(source: str, count: int, data_root: Path | None, reference_root: Pa
     with tempfile.TemporaryDirectory(prefix="hcmbench-") as download, _phase_progress() as progress:
         checkpoint = resolve_checkpoint(source, download)
         table = evaluate_checkpoint(checkpoint, data_root, reference_root, config, options, device,
-                                    source_name=source, progress=progress)
+                                    source_name=source, progress=progress, group=group)
     for part in rich_tables(table):
         console.print(part)
     md, csv_path = table.write(out or default_output_folder(source))

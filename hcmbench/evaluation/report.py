@@ -460,30 +460,63 @@ def evaluate_checkpoint(checkpoint: str | Path, data_root: str | Path | None = N
                         reference_root: str | Path | None = None, config: EvaluationConfig = EvaluationConfig(),
                         sample_options: dict[str, Any] | None = None, device: str = "auto",
                         feature_config: Any = None, source_name: str | None = None,
-                        progress: Progress | None = None) -> EvaluationTable:
+                        progress: Progress | None = None, group: str | None = None) -> EvaluationTable:
     """Generate `config.n` images from a checkpoint and compute the whole table.
 
     The data are the checkpoint's own (its data root and preprocessing) unless `data_root` is given; the
     reference is their held-out test split, or every selected slice of `reference_root` (an external
     ACDC-layout folder, preprocessed the same way). The training split is always `data_root`'s.
-    `source_name` (default: the checkpoint path) names the generator in the title.
+    `source_name` (default: the checkpoint path) names the generator in the title; `group` scores one
+    ACDC group (see `evaluate_checkpoints`).
     """
     source_name = source_name or str(checkpoint)
     table = evaluate_checkpoints({"": checkpoint}, data_root, reference_root, config, sample_options, device,
-                                 feature_config, progress, strict_options=True)
+                                 feature_config, progress, strict_options=True, group=group)
     table.context.update(title=f"{table.rows[0].name}: {source_name}", checkpoint=source_name)
     return table
+
+
+def _canonical_group(group: str | None, data_config: Any) -> str | None:
+    """`group` spelled as the data's groups spell it (case-insensitive); one they lack raises HcmbenchError."""
+    if group is None:
+        return None
+    known = {g.upper(): g for g in data_config.groups}
+    if group.upper() not in known:
+        raise HcmbenchError(f"group {group!r}: these generators were trained on {', '.join(data_config.groups)}")
+    return known[group.upper()]
+
+
+def _group_label(name: str, generator: Any, data_config: Any, group: str | None) -> str | None:
+    """The label to sample `group` from a generator (None: its own mix), or HcmbenchError when it cannot."""
+    if group is None or len(data_config.groups) == 1:
+        return None  # every image it draws is of that group
+    if not generator.model.conditional or generator.state.get("label_by") != "group":
+        raise HcmbenchError(f"{name} was trained on {', '.join(data_config.groups)} without group labels: it "
+                            f"cannot be asked for {group}")
+    return group
+
+
+def _of_group(slices: Any, group: str | None) -> Any:
+    """The slices of one ACDC group (all of them for None)."""
+    return slices if group is None else slices.subset(slices.group == group)
 
 
 def evaluate_checkpoints(checkpoints: dict[str, str | Path], data_root: str | Path | None = None,
                          reference_root: str | Path | None = None, config: EvaluationConfig = EvaluationConfig(),
                          sample_options: dict[str, Any] | None = None, device: str = "auto",
                          feature_config: Any = None, progress: Progress | None = None,
-                         strict_options: bool = False) -> EvaluationTable:
+                         strict_options: bool = False, group: str | None = None) -> EvaluationTable:
     """One table for several generators {row name: checkpoint} ("" names a row by its model) trained on
     the same data: the first checkpoint's data root and preprocessing, which every other must share.
     Sample options go to the models that take them; with `strict_options`, one a model does not take is
-    an error."""
+    an error.
+
+    `group` scores one ACDC group of the data (a rare disease drawn by a model trained on every group):
+    generators conditional on the group are asked for it, and the real sets (reference, training and
+    validation slices) keep only its slices. A generator that cannot be asked for one group (labelled
+    by phase, or unconditional, while trained on several groups) is refused. The feature space stays
+    the one of the data's groups.
+    """
     from hcmbench.checkpoints import data_config_of, load_generator, resolve_device
     from hcmbench.data.slices import load_slices
     from hcmbench.evaluation.features import FeatureConfig, load_feature_extractor
@@ -502,16 +535,19 @@ def evaluate_checkpoints(checkpoints: dict[str, str | Path], data_root: str | Pa
         if data_config_of(generator.state) != data_config:
             raise HcmbenchError(f"{checkpoints[name]} was trained on other data settings than {next(iter(checkpoints.values()))}: "
                                 "a table compares generators of the same data")
+    group = _canonical_group(group, data_config)
+    labels = {name: _group_label(name or g.model.name, g, data_config, group) for name, g in generators.items()}
     root = Path(data_root if data_root is not None else first["data_root"])
     if not root.exists():
         raise HcmbenchError(f"{root}: the training data of this checkpoint are not there; give --data")
-    slices = load_slices(root, data_config, progress=report("Preprocessing"))
+    slices = _of_group(load_slices(root, data_config, progress=report("Preprocessing")), group)
     if reference_root is not None:
-        reference = load_slices(reference_root, data_config, progress=report("Preprocessing the reference"))
-        reference_name = f"{reference_root} (groups {', '.join(data_config.groups)})"
+        reference = _of_group(load_slices(reference_root, data_config, progress=report("Preprocessing the reference")),
+                              group)
+        reference_name = f"{reference_root} (groups {', '.join([group] if group else data_config.groups)})"
     else:
         reference = slices.of_split("test")
-        reference_name = f"held-out test split of {root} (groups {', '.join(data_config.groups)})"
+        reference_name = f"held-out test split of {root} (groups {', '.join([group] if group else data_config.groups)})"
     if len(reference) == 0:
         raise HcmbenchError(f"{root}: the test split is empty (too few patients); give --reference")
     extractor = load_feature_extractor(root, data_config, feature_config or FeatureConfig(),
@@ -521,7 +557,7 @@ def evaluate_checkpoints(checkpoints: dict[str, str | Path], data_root: str | Pa
         options = dict(sample_options or {})
         if not strict_options:  # sampler settings apply to the models that take them
             options = {k: v for k, v in options.items() if k in generator.model.sample_options}
-        images, ms = timed_draw(lambda: draw(generator, config.n, seed=config.seed, options=options,
+        images, ms = timed_draw(lambda: draw(generator, config.n, labels[name], config.seed, options=options,
                                              progress=report(f"Sampling {generator.model.name}"))[0], config.n)
         generated[name or generator.model.name] = (from_model_range(images), ms)
     val = slices.of_split("val")

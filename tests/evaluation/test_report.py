@@ -156,3 +156,37 @@ def test_figure_writes_samples_and_loss_curves(toy_checkpoint, tmp_path):
     assert names == ["losses_toy_1.png", "losses_toy_2.png", "samples.png"]
     bad = run("figure", str(toy_checkpoint), "--name", "a", "--name", "b", "--out", str(tmp_path / "g"))
     assert bad.exit_code == 2 and "2 names for 1 checkpoints" in bad.output
+
+
+def test_evaluate_one_group_of_a_model_trained_on_several(split_phantom, tmp_path, tiny_features, monkeypatch):
+    import hcmbench.sampling as sampling
+    from hcmbench.data.slices import load_slices
+    from hcmbench.checkpoints import data_config_of, read_checkpoint
+
+    def train_toy(name, *extra):
+        out = tmp_path / name
+        result = run("--quiet", "train", "--model", "toy", "--data", str(split_phantom), "--groups", "HCM,NOR",
+                     "--size", "32", "--epochs", "1", "--batch-size", "8", "--out", str(out), *extra)
+        assert result.exit_code == 0, result.output
+        return out / "checkpoints" / "best.pt"
+
+    asked = []
+    real_draw = sampling.draw
+    monkeypatch.setattr(sampling, "draw", lambda generator, n, label=None, *a, **k: (
+        asked.append(label), real_draw(generator, n, label, *a, **k))[1])
+    conditional = train_toy("by_group", "--set", "per_class=true")
+    result = run("--quiet", "evaluate", str(conditional), "-n", "8", "--group", "hcm", "--detect-seeds", "0",
+                 "--out", str(tmp_path / "e"))
+    assert result.exit_code == 0, result.output
+    assert asked == ["HCM"]  # the model was asked for HCM only, by its name in the data
+    table = (tmp_path / "e" / "table.md").read_text()
+    slices = load_slices(split_phantom, data_config_of(read_checkpoint(conditional)))
+    hcm = (slices.group == "HCM")
+    # every real row holds HCM slices only: the reference and the training ceiling count them
+    assert f"({int((hcm & (slices.split == 'test')).sum())} images)" in table and "(groups HCM)" in table
+    assert f"training split: {int((hcm & (slices.split == 'train')).sum())} images" in table
+    mixed = train_toy("mixed")
+    refused = run("evaluate", str(mixed), "--group", "HCM", "--out", str(tmp_path / "f"))
+    assert refused.exit_code == 2 and "without group labels: it cannot be asked for HCM" in refused.output
+    other = run("evaluate", str(conditional), "--group", "DCM", "--out", str(tmp_path / "g"))
+    assert other.exit_code == 2 and "these generators were trained on HCM, NOR" in other.output
