@@ -373,8 +373,9 @@ class DDPM(GenerativeModel):
     default_epochs = 115
     presets = {"cpu": Preset(
         "sized for 2 CPU cores: a 32-channel UNet with one residual block per level and attention at 8 px, "
-        "18 kimg at batch 8 (about 30 minutes), validated every kimg",
-        model={"base_channels": 32, "num_res_blocks": 1, "attention_resolutions": (8,)},
+        "v-prediction with min-SNR weighting, 18 kimg at batch 8 (about 30 minutes), validated every kimg",
+        model={"base_channels": 32, "num_res_blocks": 1, "attention_resolutions": (8,), "prediction": "v",
+               "loss_weighting": "min_snr"},
         train={"batch_size": 8, "kimg": 18, "tick_kimg": 1, "patience": 20})}
     sample_options = ("sampler", "steps", "guidance_scale", "eta")
 
