@@ -464,16 +464,18 @@ def _storage(url: str, heartbeat: Heartbeat) -> Any:
 
 def _retrying(make: Callable[[], Any], attempts: int = 5) -> Any:
     """`make()`, tried again when it loses a race: processes that open a new database at the same moment
-    all create Optuna's tables, and all but one fail on the duplicates."""
+    all create Optuna's tables, and all but one fail on the duplicates (PostgreSQL: an integrity or
+    programming error; SQLite: an operational error, "table … already exists")."""
     import time
 
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     for attempt in range(attempts):
         try:
             return make()
-        except (IntegrityError, ProgrammingError):
-            if attempt == attempts - 1:
+        except (IntegrityError, ProgrammingError, OperationalError) as exc:
+            lost_race = not isinstance(exc, OperationalError) or "already exists" in str(exc)
+            if not lost_race or attempt == attempts - 1:
                 raise
             time.sleep(0.5 * (attempt + 1))
 

@@ -317,3 +317,22 @@ def test_a_killed_worker_trial_is_retried_and_the_study_completes(split_phantom,
     _, runs = trial_runs(mlflow_server, "pg-kill")
     assert "stopped sending heartbeats" in runs[victim][0].data.tags["hcmbench.reason"]
     assert "all its trials have ended" in output
+
+
+def test_a_process_that_loses_the_race_to_create_the_sqlite_tables_tries_again():
+    from sqlalchemy.exc import OperationalError
+
+    from hcmbench.sweep import _retrying
+
+    calls = []
+
+    def make():
+        calls.append(1)
+        if len(calls) == 1:  # what SQLite says to the second of two processes creating a new database
+            raise OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
+        return "storage"
+
+    assert _retrying(make) == "storage" and len(calls) == 2
+    locked = lambda: (_ for _ in ()).throw(OperationalError("SELECT", {}, Exception("unable to open database file")))  # noqa: E731
+    with pytest.raises(OperationalError, match="unable to open"):  # other operational errors are not a race
+        _retrying(locked)
