@@ -53,7 +53,7 @@ LECAM_DECAY = 0.99
 
 # The "cpu" preset of the convolutional members (DCGAN, ACGAN, InfoGAN): their defaults at width 32.
 CONV_CPU_PRESET = Preset(
-    "sized for 2 CPU cores: width 32, 40 kimg at batch 32 (about 10 minutes), validated every 2 kimg",
+    "sized for 2 CPU cores: width 32, 40 kimg at batch 32 (about 4 minutes), validated every 2 kimg",
     model={"width": 32}, train={"batch_size": 32, "kimg": 40, "tick_kimg": 2, "patience": 20})
 
 

@@ -373,7 +373,7 @@ class DDPM(GenerativeModel):
     default_epochs = 115
     presets = {"cpu": Preset(
         "sized for 2 CPU cores: a 32-channel UNet with one residual block per level and attention at 8 px, "
-        "v-prediction with min-SNR weighting, 18 kimg at batch 8 (about 30 minutes), validated every kimg",
+        "v-prediction with min-SNR weighting, 18 kimg at batch 8 (about 20 minutes), validated every kimg",
         model={"base_channels": 32, "num_res_blocks": 1, "attention_resolutions": (8,), "prediction": "v",
                "loss_weighting": "min_snr"},
         train={"batch_size": 8, "kimg": 18, "tick_kimg": 1, "patience": 20})}
