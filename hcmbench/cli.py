@@ -15,6 +15,7 @@ from rich.table import Table
 from hcmbench import __version__
 from hcmbench.errors import HcmbenchError
 from hcmbench.formatting import duration
+from hcmbench.study import STUDY_MODELS
 
 console = Console()
 err_console = Console(stderr=True)
@@ -688,7 +689,7 @@ def compare(model_names: str | None, metric: str, count: int, out: Path, sampler
 @data_option
 @click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
               help="Wall-clock training budget of each model.")
-@click.option("--models", "model_names", default=",".join(("vae", "gan", "dcgan", "acgan", "infogan", "ddpm")),
+@click.option("--models", "model_names", default=",".join(STUDY_MODELS),
               show_default=True, help="Comma-separated models to train and compare.")
 @click.option("--preset", default="cpu", show_default=True, help="Each model's recipe (see `train --preset`).")
 @click.option("-n", "count", type=click.IntRange(2), default=1000, show_default=True,

@@ -288,9 +288,10 @@ class Trainer:
         if self.config.kimg is not None:
             end = min(end, 1000 * self.config.kimg)
 
+        per_pass = len(self._pass(1))  # every pass has as many batches: counted once a round, not every step
+
         def stream() -> Iterable[Tensor]:
             while self.images_seen < end:
-                per_pass = len(self._pass(1))
                 yield self._pass(1 + self.global_step // per_pass)[self.global_step % per_pass]
 
         return max(1, math.ceil((end - self.images_seen) / self.config.batch_size)), stream()

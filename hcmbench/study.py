@@ -83,7 +83,7 @@ def _train_config(model: str, config: StudyConfig) -> Any:
                                                    "device": config.device})
 
 
-def _mlflow_run(mlflow_client: Any, experiment_id: str, folder: Path, model: str, config: StudyConfig) -> str:
+def _mlflow_run(mlflow_client: Any, experiment_id: str, folder: Path, model: str) -> str:
     """The model's run in hcmbench-study: the one this folder started, else a new one."""
     from hcmbench import tracking
 
@@ -103,7 +103,7 @@ def _mlflow_run(mlflow_client: Any, experiment_id: str, folder: Path, model: str
 
 
 def train_models(data_root: Path, out: Path, config: StudyConfig, mlflow_client: Any,
-                 display: Display | None = None, callbacks: tuple = ()) -> tuple[dict[str, Path], dict[str, float], dict[str, str]]:
+                 display: Display | None = None) -> tuple[dict[str, Path], dict[str, float], dict[str, str]]:
     """Train (or resume, or skip when finished) each model; returns its best checkpoints, the seconds of
     training each took in all, and the MLflow run ids."""
     from hcmbench import tracking
@@ -113,9 +113,8 @@ def train_models(data_root: Path, out: Path, config: StudyConfig, mlflow_client:
     checkpoints, seconds, run_ids = {}, {}, {}
     for model in config.models:
         folder = out / model
-        run_id = run_ids[model] = _mlflow_run(mlflow_client, experiment_id, folder, model, config)
-        logger = tracking.RunLogger(mlflow_client, run_id)
-        listeners = [logger, *callbacks]
+        run_id = run_ids[model] = _mlflow_run(mlflow_client, experiment_id, folder, model)
+        listeners = [tracking.RunLogger(mlflow_client, run_id)]
         try:
             result = _train_one(model, data_root, folder, data_config, config, mlflow_client, run_id, listeners,
                                 display)
@@ -175,7 +174,7 @@ def run_study(data_root: str | Path, out: str | Path, config: StudyConfig = Stud
         display(f"Scoring {len(checkpoints)} models on {config.n} images each against the held-out test patients")
     began = time.perf_counter()
     detector = DetectabilityConfig(seeds=config.detect_seeds) if config.detect_seeds else None
-    table = evaluate_checkpoints({m: p for m, p in checkpoints.items()}, data_root,
+    table = evaluate_checkpoints(dict(checkpoints), data_root,
                                  config=EvaluationConfig(n=config.n, seed=config.seed, detector=detector),
                                  device=config.device, feature_config=feature_config, progress=progress)
     eval_seconds = time.perf_counter() - began
@@ -184,17 +183,7 @@ def run_study(data_root: str | Path, out: str | Path, config: StudyConfig = Stud
     table.write(out)
     figures = study_figures(list(checkpoints.values()), out / "figures", data_root, seed=config.seed,
                             names=list(checkpoints))
-    experiment_id = tracking.ensure_experiment(mlflow_client, EXPERIMENT)
-    run = mlflow_client.create_run(experiment_id, run_name="table", tags={tracking.ROLE_TAG: "study-table"})
-    tracking.log_table(mlflow_client, run.info.run_id, table, folder="study", metrics=False)
-    for path in figures:
-        mlflow_client.log_artifact(run.info.run_id, str(path), "figures")
-    for i, row in enumerate(table.rows):
-        if row.kind == "model":
-            for key, value in table.model_metrics(i).items():
-                mlflow_client.log_metric(run.info.run_id, f"{key}/{row.name}", value)
-            mlflow_client.log_param(run.info.run_id, f"run.{row.name}", run_ids[row.name])
-    mlflow_client.set_terminated(run.info.run_id, "FINISHED")
+    tracking.log_comparison(table, run_ids, EXPERIMENT, mlflow_client, figures)
     return StudyResult(out, table, checkpoints, train_seconds, eval_seconds, figures, run_ids)
 
 

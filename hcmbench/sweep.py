@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hcmbench.config import DataConfig, TrainConfig
+from hcmbench.config import BUDGET, DataConfig, TrainConfig
 from hcmbench.errors import HcmbenchError
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
@@ -57,7 +57,7 @@ def default_storage() -> str:
     return f"sqlite:///{(Path('mlruns') / 'optuna.db').resolve()}"
 
 PRUNERS = ("median", "hyperband", "none")
-BUDGET_FIELDS = ("epochs", "kimg", "minutes", "tick_kimg")
+BUDGET_FIELDS = (*BUDGET, "tick_kimg")  # a trial's budget: TrainConfig's budget and its ticks
 
 
 def _parse_budget(budget: dict[str, Any], path: str) -> tuple[dict[str, Any], int]:

@@ -17,7 +17,7 @@ import posixpath
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -418,15 +418,20 @@ def promote(model: str, metric: str = "fid", alias: str = "champion") -> Promoti
     return Promotion(name, str(version.version), alias, run_id, metric_key(metric), run.data.metrics[metric_key(metric)])
 
 
-def log_comparison(table, runs: dict[str, str]) -> str:
-    """Log a comparison table to the experiment `hcmbench-compare` (artifacts and eval/<model>/<figure>
-    metrics, the compared run ids as params); returns the run id."""
-    mlflow_client = client()
-    experiment = ensure_experiment(mlflow_client, "compare")
-    run = mlflow_client.create_run(experiment, run_name="compare", tags={ROLE_TAG: "compare"})
+def log_comparison(table, runs: dict[str, str], experiment: str = "compare", mlflow_client=None,
+                   artifacts: Iterable[Path] = ()) -> str:
+    """Log a comparison table to the experiment `hcmbench-<experiment>` (the table under <experiment>/,
+    eval/<figure>/<model> metrics, the compared run ids as params, `artifacts` under figures/); returns
+    the run id."""
+    mlflow_client = mlflow_client or client()
+    experiment_id = ensure_experiment(mlflow_client, experiment)
+    run = mlflow_client.create_run(experiment_id, run_name=experiment if experiment == "compare" else "table",
+                                   tags={ROLE_TAG: experiment})
     for model, run_id in runs.items():
         mlflow_client.log_param(run.info.run_id, f"run.{model}", run_id)
-    log_table(mlflow_client, run.info.run_id, table, folder="compare", metrics=False)
+    log_table(mlflow_client, run.info.run_id, table, folder=experiment, metrics=False)
+    for path in artifacts:
+        mlflow_client.log_artifact(run.info.run_id, str(path), "figures")
     for i, row in enumerate(table.rows):
         if row.kind == "model":
             for key, value in table.model_metrics(i).items():
