@@ -701,10 +701,13 @@ def compare(model_names: str | None, metric: str, count: int, out: Path, sampler
 @click.option("--results", "results_md", type=click.Path(path_type=Path), default=None,
               help="A Markdown file (e.g. docs/results.md) whose study section gets the table, command, machine "
                    "and times; Figure 4 is copied into figures/ beside it.")
+@click.option("--sampler", type=click.Choice(["ddpm", "ddim", "dpm++"]), default="dpm++", show_default=True,
+              help="How the DDPM is sampled for the table and the figure (other models ignore it).")
+@click.option("--steps", type=click.IntRange(1), default=20, show_default=True, help="The sampler's steps.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def study(data_root: Path | None, minutes: float, model_names: str, preset: str, count: int, detect_seeds: int,
-          out: Path, results_md: Path | None, seed: int, device: str) -> None:
+          out: Path, results_md: Path | None, sampler: str, steps: int, seed: int, device: str) -> None:
     """The published study's Table 1, measured: train every model at the same budget, then score them.
 
     Each model's preset trains for --minutes into OUT/<model> (an MLflow run in hcmbench-study; an
@@ -718,7 +721,8 @@ def study(data_root: Path | None, minutes: float, model_names: str, preset: str,
     from hcmbench.study import StudyConfig, results_section, run_study, write_results_section
 
     config = StudyConfig(models=tuple(m.strip().lower() for m in model_names.split(",") if m.strip()),
-                         minutes=minutes, preset=preset, n=count, detect_seeds=detect_seeds, seed=seed, device=device)
+                         minutes=minutes, preset=preset, n=count, detect_seeds=detect_seeds, seed=seed, device=device,
+                         sampler=sampler, steps=steps)
     root = resolve_data_root(data_root, announce=_say)
     with _phase_progress() as progress:
         result = run_study(root, out, config, display=_say, progress=progress)
@@ -729,7 +733,8 @@ def study(data_root: Path | None, minutes: float, model_names: str, preset: str,
         figure = results_md.parent / "figures" / "study_samples.png"
         spelled = ["study", "--data", str(root), "--minutes", f"{minutes:g}", "--models", ",".join(config.models),
                    "--preset", preset, "-n", str(count), "--detect-seeds", str(detect_seeds), "--out", str(out),
-                   "--results", str(results_md), "--seed", str(seed)]  # every setting, so that it reruns as it ran
+                   "--results", str(results_md), "--sampler", sampler, "--steps", str(steps),
+                   "--seed", str(seed)]  # every setting, so that it reruns as it ran
         command = "hcmbench " + " ".join(shlex.quote(arg) for arg in spelled)
         section = results_section(result, command, config, figure.relative_to(results_md.parent).as_posix())
         write_results_section(results_md, section, result.figures[0], figure)

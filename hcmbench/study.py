@@ -48,6 +48,11 @@ class StudyConfig:
     detect_seeds: int = 3
     seed: int = 0
     device: str = "auto"
+    # How the diffusion model is sampled for the table and Figure 4 (the other models take no options):
+    # DPM-Solver++(2M) over 20 steps, measured better than DDIM-50 on real data (docs/results.md) and
+    # about 50 times quicker than ancestral sampling over 1,000 steps.
+    sampler: str = "dpm++"
+    steps: int = 20
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -58,6 +63,12 @@ class StudyConfig:
             raise HcmbenchError(f"minutes must be positive, got {self.minutes}")
         if self.n < 2 or self.detect_seeds < 0:
             raise HcmbenchError("n must be at least 2 and detect_seeds non-negative")
+        if self.steps < 1:
+            raise HcmbenchError(f"steps must be positive, got {self.steps}")
+
+    @property
+    def sample_options(self) -> dict[str, Any]:
+        return {"sampler": self.sampler, "steps": self.steps}
 
 
 @dataclass
@@ -176,13 +187,13 @@ def run_study(data_root: str | Path, out: str | Path, config: StudyConfig = Stud
     detector = DetectabilityConfig(seeds=config.detect_seeds) if config.detect_seeds else None
     table = evaluate_checkpoints(dict(checkpoints), data_root,
                                  config=EvaluationConfig(n=config.n, seed=config.seed, detector=detector),
-                                 device=config.device, feature_config=feature_config, progress=progress)
+                                 sample_options=config.sample_options, device=config.device, feature_config=feature_config, progress=progress)
     eval_seconds = time.perf_counter() - began
     table.context.update(title=f"The study's Table 1: {len(checkpoints)} models, {config.minutes:g} minutes each "
                                f"({config.preset} preset)")
     table.write(out)
     figures = study_figures(list(checkpoints.values()), out / "figures", data_root, seed=config.seed,
-                            names=list(checkpoints))
+                            names=list(checkpoints), sample_options=config.sample_options)
     tracking.log_comparison(table, run_ids, EXPERIMENT, mlflow_client, figures)
     return StudyResult(out, table, checkpoints, train_seconds, eval_seconds, figures, run_ids)
 
@@ -216,7 +227,8 @@ def results_section(result: StudyResult, command: str, config: StudyConfig, figu
         BEGIN,
         f"Produced by `{command}` (every model's `{config.preset}` preset, {config.minutes:g} minutes of "
         f"training each, {config.n} images per model scored against the held-out test patients, "
-        f"detectability over {config.detect_seeds} seeds).",
+        f"detectability over {config.detect_seeds} seeds; the DDPM sampled with {config.sampler} over "
+        f"{config.steps} steps).",
         "",
         f"- Machine: {machine()}.",
         f"- Training, wall clock per model: {times}; scoring all models: {duration(result.eval_seconds)}.",

@@ -30,8 +30,18 @@ def workdir(tmp_path, monkeypatch):
 QUICK = StudyConfig(models=("toy",), minutes=0.01, n=12, detect_seeds=0, size=32)
 
 
-def test_a_study_trains_at_the_budget_scores_draws_and_tracks(split_phantom, workdir):
-    result = run_study(split_phantom, workdir / "study", StudyConfig(**{**QUICK.__dict__, "detect_seeds": 1}))
+def test_a_study_trains_at_the_budget_scores_draws_and_tracks(split_phantom, workdir, monkeypatch):
+    from tests.toy_model import ToyModel
+
+    asked = []  # a model that takes sampler options gets the study's, for the table and for Figure 4
+    monkeypatch.setattr(ToyModel, "sample_options", ("sampler", "steps"))
+    plain = ToyModel.sample
+    monkeypatch.setattr(ToyModel, "sample", lambda self, n, labels=None, generator=None, **options:
+                        asked.append(options) or plain(self, n, labels, generator))
+    config = StudyConfig(**{**QUICK.__dict__, "detect_seeds": 1, "sampler": "ddim", "steps": 7})
+    result = run_study(split_phantom, workdir / "study", config)
+    want = {"sampler": "ddim", "steps": 7}  # the training previews take the model's own ({} for the toy)
+    assert sum(options == want for options in asked) >= 2 and all(options in ({}, want) for options in asked)
     names = [row.name for row in result.table.rows]
     assert names[0] == "toy" and "real val (new patients)" in names
     assert 0 <= result.table.rows[0].detectability <= 1
@@ -85,11 +95,13 @@ def test_study_command_writes_the_results_section_and_refuses_bad_input(split_ph
     doc.parent.mkdir()
     doc.write_text("# Results\n")
     result = CliRunner().invoke(main, ["study", "--data", str(split_phantom), "--models", "toy", "--minutes", "0.01",
-                                       "-n", "12", "--detect-seeds", "0", "--out", "study", "--results", str(doc)],
+                                       "-n", "12", "--detect-seeds", "0", "--out", "study", "--results", str(doc),
+                                       "--sampler", "ddim", "--steps", "9"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     text = doc.read_text()
     assert BEGIN in text and f"Produced by `hcmbench study --data {split_phantom} --minutes 0.01 --models toy" in text
+    assert "--sampler ddim --steps 9 --seed 0`" in text and "the DDPM sampled with ddim over 9 steps" in text
     assert "![A real test slice" in text and (workdir / "docs" / "figures" / "study_samples.png").exists()
     bad = CliRunner().invoke(main, ["study", "--models", "toy,nope", "--out", "x"])
     assert bad.exit_code == 2 and "unknown model 'nope'" in bad.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -13,13 +14,15 @@ from hcmbench.errors import HcmbenchError
 
 
 def study_figures(checkpoints: list[str | Path], out: str | Path, data_root: str | Path | None = None,
-                  seed: int = 0, names: list[str] | None = None) -> list[Path]:
+                  seed: int = 0, names: list[str] | None = None,
+                  sample_options: dict[str, Any] | None = None) -> list[Path]:
     """Write `samples.png` (a real held-out slice, then one sample per checkpoint) and `losses_<name>.png`
     per checkpoint into `out`; return the paths.
 
     The real slice is a seeded pick from the test split (the training split when the test split is
     empty) of `data_root`, by default the first checkpoint's training data. `names` label the panels
-    (default: the model names, numbered when a model appears twice).
+    (default: the model names, numbered when a model appears twice). `sample_options` go to the models
+    that take them (a diffusion model's sampler and steps).
     """
     from hcmbench.checkpoints import data_config_of, load_generator
     from hcmbench.data.slices import load_slices
@@ -43,7 +46,8 @@ def study_figures(checkpoints: list[str | Path], out: str | Path, data_root: str
     real = pool.images[np.random.default_rng(seed).integers(len(pool))] * 2 - 1
     panels: list[tuple[str, torch.Tensor | np.ndarray]] = [("real", real)]
     for name, generator in zip(names, generators):
-        images, _ = draw(generator, 1, seed=seed)
+        options = {k: v for k, v in (sample_options or {}).items() if k in generator.model.sample_options}
+        images, _ = draw(generator, 1, seed=seed, options=options)
         panels.append((name, images[0, 0]))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
