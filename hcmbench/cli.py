@@ -290,6 +290,9 @@ class _TrainDisplay:
 @click.option("--model", "model_name", required=True, help="Model to train: vae, gan, dcgan, acgan, infogan or ddpm.")
 @data_option
 @click.option("--groups", multiple=True, default=("HCM",), show_default=True, help="ACDC groups to train on.")
+@click.option("--frames", default="ED,ES", show_default=True,
+              help="Frames of each patient: ED, ES, 1-based numbers, or cine (every frame of the patients' "
+                   "_4d cine files, where the dataset has them; ED and ES keep their expert masks).")
 @size_option
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Budget in passes over the data. Default: the model's "
               "(100; 115 for ddpm) unless --kimg or --minutes is given.")
@@ -321,8 +324,8 @@ class _TrainDisplay:
 @click.option("--preset", default=None, help="A model's named recipe of settings and budget, e.g. cpu (sized for a "
               "laptop's CPU; `hcmbench study` uses it). Options given here and --set still win.")
 @click.pass_context
-def train(ctx: click.Context, model_name: str, data_root: Path | None, groups: tuple[str, ...], size: str, epochs: int | None,
-          kimg: float | None, minutes: float | None, tick_kimg: float, batch_size: int, lr: float, seed: int, out: Path | None,
+def train(ctx: click.Context, model_name: str, data_root: Path | None, groups: tuple[str, ...], frames: str, size: str,
+          epochs: int | None, kimg: float | None, minutes: float | None, tick_kimg: float, batch_size: int, lr: float, seed: int, out: Path | None,
           resume: bool, patience: int, gp_weight: float, label_smoothing: float, ema_decay: float,
           grad_clip: float | None, sample_every: int, max_steps_per_epoch: int | None, device: str,
           settings: tuple[str, ...], preset: str | None) -> None:
@@ -354,7 +357,8 @@ def train(ctx: click.Context, model_name: str, data_root: Path | None, groups: t
                                    kimg=kimg, minutes=minutes)
         else:
             root = resolve_data_root(data_root, announce=_say)
-            data_config = DataConfig(groups=_groups_option(groups) or ("HCM",), size=int(size))
+            data_config = DataConfig(groups=_groups_option(groups) or ("HCM",), size=int(size),
+                                     frames=tuple(f.strip() for f in frames.split(",") if f.strip()))
             result = engine.train(model_name, root, out, data_config, train_config, model_settings,
                                   callbacks=[display], progress=progress)
     stop = "stopped early" if result.stopped_early else "finished"

@@ -45,7 +45,12 @@ class DataConfig:
         if not 0 < self.middle_fraction <= 1:
             raise HcmbenchError(f"middle_fraction must be in (0, 1], got {self.middle_fraction}")
         if not self.frames:
-            raise HcmbenchError("frames must name at least one frame (ED, ES or a 1-based number)")
+            raise HcmbenchError("frames must name at least one frame (ED, ES, a 1-based number or cine)")
+        for frame in self.frames:
+            text = str(frame).strip()
+            if text.upper() not in ("ED", "ES", "CINE") and not (text.isdigit() and int(text) >= 1):
+                raise HcmbenchError(f"unknown frame {frame!r}: use ED, ES, a 1-based frame number or cine "
+                                    "(every frame of the _4d cine files)")
 
 
 @dataclass(frozen=True)

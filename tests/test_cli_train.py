@@ -52,6 +52,24 @@ def test_train_with_a_bad_model_or_setting_exits_2(phantom_root, tmp_path):
     bad = train_toy(phantom_root, tmp_path / "y", "--set", "width=3")
     assert bad.exit_code == 2 and "unknown setting(s) width" in bad.output
     assert not (tmp_path / "y" / "checkpoints").exists()
+    frames = train_toy(phantom_root, tmp_path / "z", "--frames", "ED,mid")
+    assert frames.exit_code == 2 and "unknown frame 'mid'" in frames.output and not (tmp_path / "z").exists()
+    no_cine = train_toy(phantom_root, tmp_path / "c", "--frames", "cine")  # the phantom fixture writes no _4d files
+    assert no_cine.exit_code == 2 and "frames 'cine' need" in no_cine.output
+    assert not (tmp_path / "c" / "checkpoints").exists()
+
+
+def test_train_on_cine_frames(tmp_path):
+    from hcmbench.checkpoints import read_checkpoint
+    from hcmbench.data.phantom import PhantomConfig, write_phantom
+
+    root = write_phantom(tmp_path / "cine", PhantomConfig(patients_per_group=3, seed=1, cine=True, groups=("HCM",)))
+    result = run("train", "--model", "toy", "--data", str(root), "--frames", "cine", "--size", "32", "--epochs", "1",
+                 "--out", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    state = read_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert tuple(state["data_config"]["frames"]) == ("cine",)
+    assert len(state["classes"]) > 2 and {"ED", "ES"} <= set(state["classes"])  # labelled by phase, F02 … too
 
 
 def test_nan_stops_training_with_one_line(phantom_root, tmp_path):

@@ -173,3 +173,43 @@ def test_real_hcm_slices_are_finite_and_in_range(acdc_root):
     assert np.isfinite(hcm.images).all()
     assert hcm.images.min() >= 0.0 and hcm.images.max() <= 1.0
     assert hcm.images.shape[1:] == (64, 64) and len(hcm) > 200
+
+
+def test_cine_frames_are_every_frame_of_the_4d_file_read_once(tmp_path, monkeypatch):
+    from hcmbench.data import acdc
+    from hcmbench.data.phantom import PhantomConfig, write_phantom
+
+    root = write_phantom(tmp_path / "cine", PhantomConfig(patients_per_group=2, seed=3, cine=True, groups=("HCM",)))
+    patient = open_dataset(root).patients[0]
+    info = patient.info
+    selected = patient.selected_frames(("ES", "cine"))  # once each, ES keeping its place and its name
+    assert [n for _, n in selected] == [info.es] + [n for n in range(1, info.nb_frame + 1) if n != info.es]
+    phases = dict((n, p) for p, n in selected)
+    assert phases[info.ed] == "ED" and phases[info.es] == "ES" and phases[2] == "F02"
+    reads = []
+    plain = acdc._read_nifti
+    monkeypatch.setattr(acdc, "_read_nifti", lambda path, *a, **k: reads.append(path) or plain(path, *a, **k))
+    frames = list(patient.load_frames(n for _, n in selected))
+    assert reads.count(patient.cine_path) == 1  # the cine file is decompressed once for all its frames
+    for frame in frames:  # a cine frame is that frame of the 4D volume; ED and ES come from their own files
+        expected = nib.load(str(patient.cine_path)).get_fdata()[..., frame.number - 1]
+        np.testing.assert_allclose(frame.image.data, expected, rtol=1e-5)
+        assert (frame.mask is not None) == (frame.number in (info.ed, info.es))
+
+    cine = load_slices(root, DataConfig(groups=("HCM",), frames=("cine",), size=32))
+    ed_es = load_slices(root, DataConfig(groups=("HCM",), size=32))
+    expected = {p for patient in open_dataset(root).patients for p, _ in patient.selected_frames(("cine",))}
+    assert set(cine.phase) == expected and {"ED", "ES", "F02"} <= expected
+    assert len(cine) > len(ed_es) * 3
+    for phase in ("ED", "ES"):  # the ED and ES slices of a cine selection are those of an ED/ES one
+        np.testing.assert_array_equal(cine.images[cine.phase == phase], ed_es.images[ed_es.phase == phase])
+    assert not cine.has_mask[~np.isin(cine.phase, ["ED", "ES"])].any()
+
+
+def test_cine_frames_need_the_4d_files_and_frames_are_checked(phantom_root):
+    with pytest.raises(HcmbenchError, match="frames 'cine' need patient.*_4d.nii.gz"):
+        load_slices(phantom_root, DataConfig(groups=("HCM",), frames=("cine",), size=32))
+    with pytest.raises(HcmbenchError, match="unknown frame 'mid'"):
+        DataConfig(frames=("ED", "mid"))
+    with pytest.raises(HcmbenchError, match="unknown frame '0'"):
+        DataConfig(frames=("0",))

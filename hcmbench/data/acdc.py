@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,9 @@ LABEL_BACKGROUND, LABEL_RV, LABEL_MYO, LABEL_LV = 0, 1, 2, 3
 _PATIENT_DIR = re.compile(r"^patient\d{3}$")
 _INFO_KEYS = {"ED": int, "ES": int, "Group": str, "Height": float, "Weight": float, "NbFrame": int}
 _REQUIRED_INFO = ("ED", "ES", "Group")
+
+
+CINE = "cine"  # a DataConfig frame: every frame of a patient's `_4d` cine file
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,36 @@ class Patient:
         path = self.folder / f"{self.id}_4d.nii.gz"
         return path if path.exists() else None
 
+    def cine_frame_count(self) -> int:
+        """The number of frames in the `_4d` cine file (from its header); an error when there is none."""
+        if self.cine_path is None:
+            raise HcmbenchError(f"{self.folder}: frames 'cine' need {self.id}_4d.nii.gz, which is not there")
+        try:
+            shape = nib.load(str(self.cine_path)).shape
+        except (OSError, EOFError, ValueError, nib.filebasedimages.ImageFileError) as exc:
+            raise HcmbenchError(f"{self.cine_path}: unreadable NIfTI header ({type(exc).__name__}: {exc})") from None
+        if len(shape) != 4 or shape[3] < 1:
+            raise HcmbenchError(f"{self.cine_path}: expected a 4D cine volume, found shape {shape}")
+        return int(shape[3])
+
+    def selected_frames(self, frames: Iterable[int | str]) -> list[tuple[str, int]]:
+        """(phase, 1-based number) of each requested frame, in order and once each.
+
+        A frame is 'ED', 'ES' (phase ED/ES), a 1-based number (phase Fnn) or 'cine': every frame of
+        the `_4d` file, its ED and ES frames under their own names, the others Fnn.
+        """
+        chosen: dict[int, str] = {}
+        for frame in frames:
+            if isinstance(frame, str) and frame.lower() == CINE:
+                for number in range(1, self.cine_frame_count() + 1):
+                    phase = {self.info.ed: "ED", self.info.es: "ES"}.get(number, f"F{number:02d}")
+                    chosen.setdefault(number, phase)
+                continue
+            number = self.info.frame_number(frame)
+            named = isinstance(frame, str) and not frame.isdigit()
+            chosen.setdefault(number, frame.upper() if named else f"F{number:02d}")  # type: ignore[union-attr]
+        return [(phase, number) for number, phase in chosen.items()]
+
     def frame_files(self, frame: int | str) -> list[Path]:
         """The files `load_frame(frame)` reads (what a cache key must cover), existing or not."""
         number = self.info.frame_number(frame)
@@ -114,19 +148,29 @@ class Patient:
 
         ED/ES come from their own volumes; any other frame comes from the `_4d` cine file.
         """
-        number = self.info.frame_number(frame)
-        path = self.image_path(number)
-        if path.exists():
-            image = load_volume(path)
-        elif self.cine_path is not None:
-            image = load_volume(self.cine_path, frame_index=number - 1)
-        else:
-            raise HcmbenchError(f"{path}: no such frame file and no {self.id}_4d.nii.gz cine file")
-        mask = None
-        mask_path = self.mask_path(number)
-        if mask_path.exists():
-            mask = load_mask(mask_path, expected_shape=image.shape)
-        return Frame(number, image, mask)
+        return next(self.load_frames([self.info.frame_number(frame)]))
+
+    def load_frames(self, numbers: Iterable[int]) -> Iterator[Frame]:
+        """The frames of 1-based `numbers`, in order, each from its own volume when there is one, else
+        from the `_4d` cine file, which is then decompressed once for all of them."""
+        cine: tuple[np.ndarray, nib.Nifti1Image] | None = None
+        for number in numbers:
+            number = self.info.frame_number(number)
+            path = self.image_path(number)
+            if path.exists():
+                image = load_volume(path)
+            elif self.cine_path is not None:
+                cine = cine or _read_nifti(self.cine_path, ndim=4)
+                if number > cine[0].shape[3]:
+                    raise HcmbenchError(f"{self.cine_path}: no frame {number} in a volume of shape {cine[0].shape}")
+                image = _volume(cine[0][..., number - 1], cine[1], self.cine_path)
+            else:
+                raise HcmbenchError(f"{path}: no such frame file and no {self.id}_4d.nii.gz cine file")
+            mask = None
+            mask_path = self.mask_path(number)
+            if mask_path.exists():
+                mask = load_mask(mask_path, expected_shape=image.shape)
+            yield Frame(number, image, mask)
 
 
 def parse_info(path: Path) -> PatientInfo:
@@ -165,8 +209,9 @@ def parse_info(path: Path) -> PatientInfo:
     )
 
 
-def _read_nifti(path: Path, frame_index: int | None = None) -> tuple[np.ndarray, nib.Nifti1Image]:
-    """Read a NIfTI file's array eagerly, so that corrupt or truncated files fail here, named."""
+def _read_nifti(path: Path, frame_index: int | None = None, ndim: int = 3) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Read a NIfTI file's array (or frame `frame_index` of a 4D one) eagerly, so that corrupt or
+    truncated files fail here, named; the array must have `ndim` dimensions."""
     try:
         image = nib.load(str(path))
         if frame_index is None:
@@ -181,15 +226,13 @@ def _read_nifti(path: Path, frame_index: int | None = None) -> tuple[np.ndarray,
         raise HcmbenchError(f"{path}: no such file") from None
     except (OSError, EOFError, ValueError, zlib.error, nib.filebasedimages.ImageFileError) as exc:
         raise HcmbenchError(f"{path}: corrupt or truncated NIfTI ({type(exc).__name__}: {exc})") from None
-    if array.ndim != 3:
-        raise HcmbenchError(f"{path}: expected a 3D volume, found shape {array.shape}")
+    if array.ndim != ndim:
+        raise HcmbenchError(f"{path}: expected a {ndim}D volume, found shape {array.shape}")
     return array, image
 
 
-def load_volume(path: str | Path, frame_index: int | None = None) -> Volume:
-    """Load a 3D image (or frame `frame_index`, 0-based, of a 4D cine) as float32 with its spacing."""
-    path = Path(path)
-    array, image = _read_nifti(path, frame_index)
+def _volume(array: np.ndarray, image: nib.Nifti1Image, path: Path) -> Volume:
+    """A 3D array of `image` (the file at `path`) as a Volume, its intensities and spacing checked."""
     if not np.isfinite(array).all():
         raise HcmbenchError(f"{path}: contains NaN or infinite intensities")
     spacing = tuple(float(z) for z in image.header.get_zooms()[:3])
@@ -197,6 +240,13 @@ def load_volume(path: str | Path, frame_index: int | None = None) -> Volume:
         raise HcmbenchError(f"{path}: invalid voxel spacing {spacing}")
     orientation = tuple(nib.aff2axcodes(image.affine))
     return Volume(array.astype(np.float32, copy=False), spacing, image.affine, orientation, path)  # type: ignore[arg-type]
+
+
+def load_volume(path: str | Path, frame_index: int | None = None) -> Volume:
+    """Load a 3D image (or frame `frame_index`, 0-based, of a 4D cine) as float32 with its spacing."""
+    path = Path(path)
+    array, image = _read_nifti(path, frame_index)
+    return _volume(array, image, path)
 
 
 def load_mask(path: str | Path, expected_shape: tuple[int, ...] | None = None) -> np.ndarray:

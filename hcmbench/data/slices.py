@@ -128,8 +128,8 @@ def preprocess_patient(patient: Patient, config: DataConfig) -> list[dict]:
     """
     rows: list[dict] = []
     ed_mask: np.ndarray | None = None
-    for frame_name in config.frames:
-        frame = patient.load_frame(frame_name)
+    selected = patient.selected_frames(config.frames)
+    for (phase, _), frame in zip(selected, patient.load_frames(number for _, number in selected)):
         if frame.mask is None and ed_mask is None and patient.mask_path(patient.info.ed).exists():
             ed_mask = patient.load_frame("ED").mask
         mask = frame.mask if frame.mask is not None else ed_mask
@@ -141,7 +141,6 @@ def preprocess_patient(patient: Patient, config: DataConfig) -> list[dict]:
         except HcmbenchError as exc:
             raise HcmbenchError(f"{volume.path}: {exc}") from None
         n_slices = volume.shape[2]
-        phase = frame_name.upper() if isinstance(frame_name, str) and not frame_name.isdigit() else f"F{frame.number:02d}"
         for k in _keep_slices(mask, n_slices, config.middle_fraction):
             slice_mask = mask[:, :, k] if mask is not None else None
             centre = heart_centre(slice_mask, volume.shape[:2])
@@ -212,7 +211,8 @@ def cache_key(patients: list[Patient], config: DataConfig, skip_bad: bool) -> st
         digest.update(patient.id.encode())
         try:
             # The ED mask is read too: frames without masks borrow it.
-            paths = [p for frame in config.frames for p in patient.frame_files(frame)] + patient.frame_files("ED")[1:]
+            numbers = [number for _, number in patient.selected_frames(config.frames)]
+            paths = [p for number in numbers for p in patient.frame_files(number)] + patient.frame_files("ED")[1:]
         except HcmbenchError as exc:  # a bad frame request fails in preprocessing, where skip_bad applies
             digest.update(str(exc).encode())
             paths = []
