@@ -1,9 +1,9 @@
 """Training throughput of every model, hcmbench's DCGAN step against pytorch/examples' DCGAN, and
-DDPM-1000 against DDIM-50 sampling time, as tables.
+the DDPM's sampling time with each sampler, as tables.
 
     python bench/train_throughput.py [--size 64] [--batch-size 32] [--steps 10] [--device auto]
-                                     [--ddpm-steps 1000] [--models vae,gan,...]
-                                     [--sampling-set base_channels=16 ...]
+                                     [--ddpm-steps 1000] [--models vae,gan,...] [--sampling-only]
+                                     [--sampling-preset cpu] [--sampling-set base_channels=16 ...]
 
 Training: images/s over `--steps` optimisation steps (after 2 warm-up steps) on a fixed batch of
 phantom-like random images in [-1, 1], default settings of each model, bf16 autocast on CUDA as the
@@ -11,10 +11,13 @@ engine uses. The DCGAN pair: hcmbench's default DCGAN step (the engine's default
 training step of pytorch/examples' `dcgan/main.py` (its networks at ngf = ndf = 64 and nz = 100, one
 grey channel, BCE on sigmoid outputs, one D update on a real and a fake batch, then one G update on the
 same fake), rebuilt here from that example's published description, timed alternately in the same
-run at the same size and batch. Sampling: wall time to draw 64 images with ancestral DDPM over all T = 1000 steps and
-with DDIM over 50 steps. On a slow machine `--ddpm-steps K` times K ancestral steps instead and scales
-the time by 1000 / K (each ancestral step is one network evaluation, so the cost is linear in the
-number of steps), and `--sampling-set KEY=VALUE` samples from a smaller UNet; the table says both.
+run at the same size and batch. Sampling: wall time to draw 64 images from the DDPM preset's network
+(`--sampling-preset`, default "cpu"; "none" for the model's defaults) with ancestral sampling over all
+T = 1000 steps, DDIM over 50 steps and DPM-Solver++(2M) over 20, and the minutes 1,000 images take.
+On a slow machine `--ddpm-steps K` times K ancestral steps instead and scales the time by 1000 / K (each
+ancestral step is one network evaluation, so the cost is linear in the number of steps), and
+`--sampling-set KEY=VALUE` overrides the network's settings; the table says both. `--sampling-only`
+skips the training tables.
 """
 
 from __future__ import annotations
@@ -162,14 +165,22 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--ddpm-steps", type=int, default=1000, help="ancestral steps actually run (extrapolated to 1000)")
     parser.add_argument("--models", default=",".join(available_models()))
+    parser.add_argument("--sampling-preset", default="cpu", help="the DDPM preset sampled from, or none")
     parser.add_argument("--sampling-set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="DDPM settings for the sampling comparison, e.g. base_channels=16")
+    parser.add_argument("--sampling-only", action="store_true", help="time the samplers only")
     args = parser.parse_args()
     device = resolve_device(args.device)
     console = Console()
     console.print(f"device: {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'}), "
                   f"torch {torch.__version__}, threads {torch.get_num_threads()}")
 
+    if not args.sampling_only:
+        training_tables(args, device, console)
+    sampling_table(args, device, console)
+
+
+def training_tables(args: argparse.Namespace, device: torch.device, console: Console) -> None:
     table = Table(title=f"Training throughput, {args.size} px, batch {args.batch_size}, {args.steps} steps")
     for column in ("model", "parameters", "images/s", "ms/step"):
         table.add_column(column, justify="right" if column != "model" else "left")
@@ -190,19 +201,28 @@ def main() -> None:
         paired.add_row(name, f"{rate:.1f}", f"{rate / reference:.2f}×")
     console.print(paired)
 
+
+def sampling_table(args: argparse.Namespace, device: torch.device, console: Console) -> None:
     import yaml
 
-    settings = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.sampling_set)}
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
-    ddpm = sampling_seconds(args.size, device, "ddpm", args.ddpm_steps, settings) * 1000 / args.ddpm_steps
-    ddim = sampling_seconds(args.size, device, "ddim", 50, settings)
-    described = ", ".join(f"{k}={v}" for k, v in settings.items()) or "default settings"
+    from hcmbench.models.base import model_preset
+
+    preset = {} if args.sampling_preset == "none" else dict(model_preset("ddpm", args.sampling_preset).model)
+    given = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.sampling_set)}
+    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in {**preset, **given}.items()}
+    ancestral = sampling_seconds(args.size, device, "ddpm", args.ddpm_steps, settings) * 1000 / args.ddpm_steps
+    rows = [("DDPM ancestral" + ("" if args.ddpm_steps == 1000 else f" (extrapolated from {args.ddpm_steps} steps)"),
+             1000, ancestral),
+            ("DDIM, η = 0", 50, sampling_seconds(args.size, device, "ddim", 50, settings)),
+            ("DPM-Solver++(2M)", 20, sampling_seconds(args.size, device, "dpm++", 20, settings))]
+    described = (f"the {args.sampling_preset} preset" if preset else "default settings") + "".join(
+        f", {k}={v}" for k, v in given.items())
     sampling = Table(title=f"DDPM sampling of 64 images, {args.size} px, {described}")
-    for column in ("sampler", "network evaluations", "seconds", "ms/image", "speed-up"):
+    for column in ("sampler", "network evaluations", "seconds", "ms/image", "1,000 images", "speed-up"):
         sampling.add_column(column, justify="right" if column != "sampler" else "left")
-    note = "" if args.ddpm_steps == 1000 else f" (extrapolated from {args.ddpm_steps} steps)"
-    sampling.add_row("DDPM ancestral" + note, "1000", f"{ddpm:.1f}", f"{1000 * ddpm / 64:.0f}", "1.0×")
-    sampling.add_row("DDIM, η = 0", "50", f"{ddim:.1f}", f"{1000 * ddim / 64:.0f}", f"{ddpm / ddim:.1f}×")
+    for name, evaluations, seconds in rows:
+        sampling.add_row(name, str(evaluations), f"{seconds:.1f}", f"{1000 * seconds / 64:.0f}",
+                         f"{1000 * seconds / 64 / 60:.1f} min", f"{ancestral / seconds:.1f}×")
     console.print(sampling)
 
 
