@@ -32,7 +32,7 @@ from rich.table import Table
 
 from hcmbench.checkpoints import resolve_device
 from hcmbench.config import TrainConfig
-from hcmbench.models.base import available_models, build_model
+from hcmbench.models.registry import available_models, build_model
 
 
 def _sync(device: torch.device) -> None:
@@ -205,7 +205,7 @@ def training_tables(args: argparse.Namespace, device: torch.device, console: Con
 def sampling_table(args: argparse.Namespace, device: torch.device, console: Console) -> None:
     import yaml
 
-    from hcmbench.models.base import model_preset
+    from hcmbench.models.registry import model_preset
 
     preset = {} if args.sampling_preset == "none" else dict(model_preset("ddpm", args.sampling_preset).model)
     given = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.sampling_set)}

@@ -20,7 +20,8 @@ import torch
 from hcmbench.config import DataConfig
 from hcmbench.errors import HcmbenchError
 from hcmbench.io import atomic_path
-from hcmbench.models.base import GenerativeModel, build_model
+from hcmbench.models.base import GenerativeModel
+from hcmbench.models.registry import build_model
 
 FORMAT = 1
 

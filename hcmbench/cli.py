@@ -338,7 +338,8 @@ def train(ctx: click.Context, model_name: str, data_root: Path | None, groups: t
     from hcmbench import engine
     from hcmbench.config import DataConfig, layered_train_config
     from hcmbench.data import resolve_data_root
-    from hcmbench.models.base import Preset, model_class, model_preset
+    from hcmbench.models.base import Preset
+    from hcmbench.models.registry import model_class, model_preset
 
     model_class(model_name)  # an unknown name fails before any data work
     recipe = model_preset(model_name, preset) if preset else Preset("")
@@ -593,7 +594,7 @@ def sweep(model_name: str, trials: int, study_name: str | None, space_file: Path
     `hcmbench worker` processes, here or on other machines, can join the study and share its trials.
     """
     from hcmbench.data import resolve_data_root
-    from hcmbench.models.base import model_class
+    from hcmbench.models.registry import model_class
     from hcmbench.sweep import Heartbeat, load_space, run_sweep
 
     model_class(model_name)  # an unknown model fails here, before any store is touched

@@ -30,7 +30,8 @@ from torch import Tensor
 from hcmbench.checkpoints import data_config_of, read_checkpoint, resolve_device, save_checkpoint
 from hcmbench.config import DataConfig, TrainConfig
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import GenerativeModel, build_model
+from hcmbench.models.base import GenerativeModel
+from hcmbench.models.registry import build_model
 from hcmbench.plots import save_image_grid, save_loss_plot
 
 

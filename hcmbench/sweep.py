@@ -209,7 +209,7 @@ def parse_space(model: str, raw: Any, path: str) -> SearchSpace:
     """Check a search-space mapping (as read from YAML, or as stored with a study); `path` names it in errors."""
     import copy
 
-    from hcmbench.models.base import model_defaults
+    from hcmbench.models.registry import model_defaults
 
     if not isinstance(raw, dict):
         raise HcmbenchError(f"{path}: a search space is a YAML mapping")

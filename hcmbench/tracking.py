@@ -302,7 +302,7 @@ def best_run(mlflow_client, model: str, metric: str = "fid") -> Any:
 
 def best_runs(models: list[str] | None = None, metric: str = "fid") -> dict[str, Any]:
     """{model: its best finished run} for `models`, or for every model with a finished run when None."""
-    from hcmbench.models.base import available_models
+    from hcmbench.models.registry import available_models
 
     mlflow_client = client()
     if models is None:

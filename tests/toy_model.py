@@ -7,7 +7,8 @@ import time
 import torch
 from torch import nn
 
-from hcmbench.models.base import GenerativeModel, Preset, register
+from hcmbench.models.base import GenerativeModel, Preset
+from hcmbench.models.registry import register
 
 
 @register("toy")

@@ -26,7 +26,7 @@ from torch import nn
 
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.adversarial import CONV_CPU_PRESET, AdversarialModel
-from hcmbench.models.base import register
+from hcmbench.models.registry import register
 from hcmbench.models.gan import GAN
 from hcmbench.models.layers import ConvDiscriminatorBody, ConvGenerator, dcgan_init_
 

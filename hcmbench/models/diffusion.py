@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import Batch, GenerativeModel, Preset, register
+from hcmbench.models.base import Batch, GenerativeModel, Preset
+from hcmbench.models.registry import register
 
 # -- the noise schedule ------------------------------------------------------------------------------
 

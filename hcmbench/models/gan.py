@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.adversarial import AdversarialModel
-from hcmbench.models.base import Preset, register
+from hcmbench.models.base import Preset
+from hcmbench.models.registry import register
 from hcmbench.models.layers import MinibatchStd
 
 

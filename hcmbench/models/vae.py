@@ -25,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import Batch, GenerativeModel, Preset, register
+from hcmbench.models.base import Batch, GenerativeModel, Preset
+from hcmbench.models.registry import register
 from hcmbench.models.layers import ConvDiscriminatorBody, ConvGenerator
 
 

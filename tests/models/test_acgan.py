@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from hcmbench.config import TrainConfig
-from hcmbench.models.base import build_model
+from hcmbench.models.registry import build_model
 from tests.models.spy import recorded_losses
 
 SEED = 0

@@ -10,7 +10,7 @@ import torch
 import hcmbench.models.adversarial as adversarial
 from hcmbench.config import TrainConfig
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import build_model, model_defaults
+from hcmbench.models.registry import build_model, model_defaults
 from hcmbench.models.layers import MinibatchStd
 from tests.models.images import disks
 from tests.models.spy import recorded_losses

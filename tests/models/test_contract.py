@@ -20,8 +20,8 @@ import torch
 
 from hcmbench.config import TrainConfig
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import (GenerativeModel, available_models, build_model, model_class, model_defaults,
-                                   model_preset)
+from hcmbench.models.base import GenerativeModel
+from hcmbench.models.registry import available_models, build_model, model_class, model_defaults, model_preset
 from tests.models.images import disks
 
 SEED = 0

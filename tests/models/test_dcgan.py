@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from hcmbench.config import TrainConfig
-from hcmbench.models.base import build_model
+from hcmbench.models.registry import build_model
 from hcmbench.models.layers import energy_distance
 from tests.models.images import disks
 

@@ -11,7 +11,7 @@ import torch
 
 from hcmbench.config import TrainConfig
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import build_model
+from hcmbench.models.registry import build_model
 from hcmbench.models.diffusion import (NoiseSchedule, ddim_loop, ddpm_loop, dpmpp_2m_loop, make_betas, min_snr_weights,
                                        spaced_timesteps, split_prediction)
 

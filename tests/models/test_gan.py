@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hcmbench.config import TrainConfig
-from hcmbench.models.base import build_model
+from hcmbench.models.registry import build_model
 from hcmbench.models.layers import r1_penalty
 from tests.models.images import disks
 

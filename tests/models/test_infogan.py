@@ -9,7 +9,7 @@ import torch
 
 from hcmbench.config import TrainConfig
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import build_model
+from hcmbench.models.registry import build_model
 from tests.models.spy import recorded_losses
 
 SEED = 0
