@@ -220,7 +220,7 @@ def parse_space(model: str, raw: Any, path: str) -> SearchSpace:
         raise HcmbenchError(f"{path} is a search space for {raw['model']!r}, not {model!r}")
     objective, budget = dict(raw.get("objective") or {}), dict(raw.get("budget") or {})
     metric = objective.pop("metric", "fid")
-    from hcmbench.evaluation.report import DIRECTIONS
+    from hcmbench.metric_names import DIRECTIONS
 
     if metric not in DIRECTIONS:
         raise HcmbenchError(f"{path}: unknown objective metric {metric!r}: choose from {', '.join(DIRECTIONS)}")

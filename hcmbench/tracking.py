@@ -288,7 +288,7 @@ def best_run(mlflow_client, model: str, metric: str = "fid") -> Any:
     key = metric_key(metric)
     if experiment is None:
         raise HcmbenchError(f"no runs of {model} at {tracking_uri()}: run `hcmbench sweep --model {model}` first")
-    from hcmbench.evaluation.report import DIRECTIONS
+    from hcmbench.metric_names import DIRECTIONS
 
     order = "ASC" if DIRECTIONS.get(metric.split("/")[-1], "minimize") == "minimize" else "DESC"
     runs = mlflow_client.search_runs([experiment.experiment_id],

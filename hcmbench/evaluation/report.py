@@ -45,14 +45,6 @@ Progress = Callable[[str, int, int], None]
 CEILING = "real train (ceiling)"  # the calibration row of real training slices
 REAL_VAL = "real val (new patients)"  # the calibration row of real validation patients: real against real
 
-# Each figure a table row holds, and whether a generator wants it low or high (sweeps and `promote`
-# choose by these; val_score is the model's own validation score, not a table figure).
-DIRECTIONS = {"fid": "minimize", "kid": "minimize", "ssim": "maximize", "cc": "maximize", "mse": "minimize",
-              "precision": "maximize", "recall": "maximize", "density": "maximize", "coverage": "maximize",
-              "memorization": "minimize", "diversity": "minimize", "sample_ms": "minimize", "val_score": "minimize",
-              "detectability": "minimize"}
-
-
 @dataclass(frozen=True)
 class EvaluationConfig:
     """How the table is computed. `data_range` 255 reproduces the study's inflated SSIM (for comparison)."""
