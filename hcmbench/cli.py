@@ -576,7 +576,10 @@ def _interruptible() -> Iterator[None]:
               help="The study's total number of trials, over every worker; the same command continues it.")
 @click.option("--study", "study_name", default=None, help="Optuna study name. Default: hcmbench-<model>.")
 @click.option("--space", "space_file", type=click.Path(path_type=Path), default=None,
-              help="Search-space YAML. Default: sweeps/<model>.yaml (copy it to edit).")
+              help="Search-space YAML. Default: the one hcmbench ships for the model (--print-space shows it).")
+@click.option("--print-space", is_flag=True,
+              help="Print the search space (the shipped one, or --space) as YAML and exit: "
+                   "`--print-space > sweeps/mine.yaml`, edit it, then `--space sweeps/mine.yaml`.")
 @data_option
 @click.option("--epochs", type=click.IntRange(1), default=None,
               help="Budget per trial in epochs, replacing the search space's.")
@@ -586,7 +589,8 @@ def _interruptible() -> Iterator[None]:
               help="Wall-clock budget per trial (alone, or capping --epochs/--kimg).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @distributed_options
-def sweep(model_name: str, trials: int, study_name: str | None, space_file: Path | None, data_root: Path | None,
+def sweep(model_name: str, trials: int, study_name: str | None, space_file: Path | None, print_space: bool,
+          data_root: Path | None,
           epochs: int | None, kimg: float | None, minutes: float | None, seed: int, storage: str | None, tracking_uri: str | None, heartbeat_interval: int,
           grace_period: int, timeout: float | None, device: str) -> None:
     """Tune a model with an Optuna study; every trial is an MLflow run (browse them with `hcmbench ui`).
@@ -595,10 +599,13 @@ def sweep(model_name: str, trials: int, study_name: str | None, space_file: Path
     """
     from hcmbench.data import resolve_data_root
     from hcmbench.models.registry import model_class
-    from hcmbench.sweep import Heartbeat, load_space, run_sweep
+    from hcmbench.sweep import Heartbeat, load_space, run_sweep, space_text
 
     model_class(model_name)  # an unknown model fails here, before any store is touched
     space = load_space(model_name, space_file)
+    if print_space:
+        click.echo(space_text(model_name, space_file), nl=False)
+        return
     heartbeat = Heartbeat(heartbeat_interval, grace_period)
     data_root = resolve_data_root(data_root, announce=_say)
     with _sweep_display(trials) as display, _interruptible():

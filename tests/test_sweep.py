@@ -178,9 +178,9 @@ def test_a_budget_in_kimg_sets_ticks_warmup_and_the_trials_images(split_phantom,
 
 
 def test_every_shipped_search_space_loads():
-    from hcmbench.sweep import SWEEPS_DIR
+    from hcmbench.sweep import shipped_models
 
-    shipped = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+    shipped = shipped_models()
     assert shipped == ["acgan", "dcgan", "ddpm", "gan", "infogan", "vae"]
     for model in shipped:
         space = load_space(model)
@@ -192,4 +192,9 @@ def test_sweep_command_refuses_bad_input_before_touching_the_stores(workdir):
     assert result.exit_code == 2 and result.output.startswith("error: unknown model 'nope'")
     missing = CliRunner().invoke(main, ["sweep", "--model", "toy", "--space", "no.yaml"])
     assert missing.exit_code == 2 and "no.yaml: no such search-space file" in missing.output
+    assert not (workdir / "mlruns").exists()
+    printed = CliRunner().invoke(main, ["sweep", "--model", "dcgan", "--print-space"])
+    assert printed.exit_code == 0 and yaml.safe_load(printed.output)["model"] == "dcgan"
+    (workdir / "mine.yaml").write_text(printed.output)
+    assert load_space("dcgan", workdir / "mine.yaml").raw == yaml.safe_load(printed.output)
     assert not (workdir / "mlruns").exists()
