@@ -19,7 +19,7 @@ import torch
 
 from hcmbench.config import DataConfig
 from hcmbench.errors import HcmbenchError
-from hcmbench.io import atomic_path
+from hcmbench.atomic import atomic_path
 from hcmbench.models.base import GenerativeModel
 from hcmbench.models.registry import build_model
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hcmbench.io import atomic_path
+from hcmbench.atomic import atomic_path
 
 
 def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:

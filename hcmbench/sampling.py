@@ -11,7 +11,7 @@ import torch
 
 from hcmbench.checkpoints import LoadedGenerator
 from hcmbench.errors import HcmbenchError
-from hcmbench.io import atomic_folder
+from hcmbench.atomic import atomic_folder
 from hcmbench.plots import to_uint8
 
 

@@ -244,7 +244,7 @@ def results_section(result: StudyResult, command: str, config: StudyConfig, figu
 def write_results_section(path: str | Path, section: str, figure_source: Path, figure_target: Path) -> None:
     """Put `section` between the study markers of `path` (replacing what was there, or appending), and
     copy Figure 4 to `figure_target`; a figure over 300 kB is refused, so the repository stays small."""
-    from hcmbench.io import atomic_path
+    from hcmbench.atomic import atomic_path
 
     path = Path(path)
     size = figure_source.stat().st_size

@@ -39,7 +39,7 @@ import torch
 from hcmbench import __version__
 from hcmbench.config import DataConfig
 from hcmbench.errors import HcmbenchError
-from hcmbench.io import atomic_folder
+from hcmbench.atomic import atomic_folder
 
 FORMATS: tuple[str, ...] = ("nifti", "png", "npz")
 INTENSITY_SCALE = 1000  # int16 value of a pixel of 1.0

@@ -65,7 +65,7 @@ from hcmbench.data.acdc import Dataset, open_dataset
 from hcmbench.data.slices import SliceSet, load_slices
 from hcmbench.errors import HcmbenchError
 from hcmbench.evaluation.degradations import KINDS, random_degradations
-from hcmbench.io import atomic_path
+from hcmbench.atomic import atomic_path
 
 # Bump when the network, its training or the cache file's layout changes, so that old caches are not reused.
 FORMAT = 4

@@ -139,7 +139,7 @@ class EvaluationTable:
 
     def write(self, folder: str | Path) -> tuple[Path, Path]:
         """Write table.md and table.csv into `folder` (created), each atomically."""
-        from hcmbench.io import atomic_path
+        from hcmbench.atomic import atomic_path
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)

@@ -150,7 +150,7 @@ class UtilityResult:
 
     def write(self, folder: str | Path) -> list[Path]:
         """Write utility.md, utility.csv and utility.png into `folder` (created), each atomically."""
-        from hcmbench.io import atomic_path
+        from hcmbench.atomic import atomic_path
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
