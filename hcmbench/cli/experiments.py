@@ -10,7 +10,7 @@ from hcmbench.cli.app import main
 from hcmbench.cli.display import Display, console
 from hcmbench.cli.options import (data_option, detect_seeds_option, device_option, number_list, parse_list,
                                   sampling_options, seed_option, size_option)
-from hcmbench.study import STUDY_MODELS
+from hcmbench.experiments.study import STUDY_MODELS
 
 
 @main.command()
@@ -43,7 +43,7 @@ def study(data_root: Path | None, minutes: float, model_names: str, preset: str,
 
     from hcmbench.data import resolve_data_root
     from hcmbench.evaluation.report import rich_tables
-    from hcmbench.study import StudyConfig, results_section, run_study, write_results_section
+    from hcmbench.experiments.study import StudyConfig, results_section, run_study, write_results_section
 
     display = Display.current()
     config = StudyConfig(models=tuple(m.lower() for m in parse_list(model_names)), minutes=minutes, preset=preset,
@@ -94,7 +94,7 @@ def utility(sources: tuple[str, ...], data_root: Path | None, patients: tuple, r
 
     from hcmbench.checkpoints import load_generator, resolve_device
     from hcmbench.data import resolve_data_root
-    from hcmbench.evaluation.utility import UtilityConfig, generator_names, rich_table, run_utility
+    from hcmbench.experiments.utility import UtilityConfig, generator_names, rich_table, run_utility
     from hcmbench.tracking import log_utility, resolve_checkpoint
 
     display = Display.current()

@@ -69,9 +69,6 @@ def as_images(images: Tensor | np.ndarray, name: str = "images") -> Tensor:
     return x
 
 
-def from_model_range(images: Tensor) -> Tensor:
-    """Generator output in [−1, 1] mapped to the metrics' range [0, 1]."""
-    return ((images.float() + 1) / 2).clamp(0, 1)
 
 
 # -- the Gaussian window as banded matrices ---------------------------------------------------------

@@ -75,7 +75,7 @@ class TrialScorer:
 
     def __call__(self, checkpoint: Path) -> Any:
         from hcmbench.checkpoints import load_generator, resolve_device
-        from hcmbench.evaluation.metrics import from_model_range
+        from hcmbench.intensity import to_unit_range
         from hcmbench.evaluation.detectability import DetectabilityConfig
         from hcmbench.evaluation.report import EvaluationConfig, evaluate_sets, timed_draw
         from hcmbench.sampling import draw
@@ -88,7 +88,7 @@ class TrialScorer:
         detector = DetectabilityConfig(seeds=1) if "detectability" in self.space.figures else None
         config = EvaluationConfig(n=n, calibration=False, kid_subsets=20, diversity_images=min(n, 100), seed=self.seed,
                                   detector=detector)
-        return evaluate_sets({generator.model.name: (from_model_range(images), ms)}, self.inputs, config)
+        return evaluate_sets({generator.model.name: (to_unit_range(images), ms)}, self.inputs, config)
 
 
 @dataclass(frozen=True)

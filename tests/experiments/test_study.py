@@ -11,7 +11,7 @@ from hcmbench.checkpoints import read_checkpoint
 from hcmbench.cli import main
 from hcmbench.errors import HcmbenchError
 from hcmbench.evaluation.features import FeatureConfig
-from hcmbench.study import BEGIN, END, StudyConfig, run_study, write_results_section
+from hcmbench.experiments.study import BEGIN, END, StudyConfig, run_study, write_results_section
 from hcmbench.tracking import tracking_uri
 
 

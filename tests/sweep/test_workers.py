@@ -28,7 +28,7 @@ from hcmbench.cli import main
 from hcmbench.errors import HcmbenchError
 from hcmbench.sweep import Heartbeat, StudySettings, TrialEpoch, load_space, run_sweep, run_worker
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "STOPPED": "KILLED"}
 
