@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
+from hcmbench.atomic import atomic_path
 from hcmbench.config import DataConfig
 from hcmbench.errors import HcmbenchError
-from hcmbench.atomic import atomic_path
 from hcmbench.models.base import GenerativeModel
 from hcmbench.models.registry import build_model
 

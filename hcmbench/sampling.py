@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from hcmbench.checkpoints import LoadedGenerator
 from hcmbench.atomic import atomic_folder
+from hcmbench.checkpoints import LoadedGenerator
 from hcmbench.errors import HcmbenchError
 from hcmbench.intensity import to_unit_range
 from hcmbench.plots import to_uint8

@@ -37,8 +37,8 @@ import numpy as np
 import torch
 
 from hcmbench import __version__
-from hcmbench.config import DataConfig
 from hcmbench.atomic import atomic_folder
+from hcmbench.config import DataConfig
 from hcmbench.errors import HcmbenchError
 from hcmbench.intensity import to_unit_range
 

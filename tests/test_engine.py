@@ -99,6 +99,22 @@ def test_resume_continues_at_the_right_epoch_with_identical_results(phantom_root
     assert read_checkpoint(continued.last_checkpoint)["epoch"] == 4
 
 
+def test_a_run_from_before_the_gan_settings_moved_to_the_model_resumes_with_them(phantom_root, tmp_path):
+    """gp_weight and label_smoothing were training settings; a checkpoint that keeps them there still
+    resumes, and the model gets the values the run was started with."""
+    settings = {"latent_dim": 8, "width": 8, "gp_weight": 3.0, "label_smoothing": 0.2}
+    train("dcgan", phantom_root, tmp_path / "run", DATA, quick(epochs=1), settings)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    for name in ("gp_weight", "label_smoothing"):  # as the run was saved before
+        state["train_config"][name] = state["settings"].pop(name)
+    torch.save(state, last)
+    resumed = resume(tmp_path / "run", epochs=2)
+    after = read_checkpoint(resumed.last_checkpoint)
+    assert after["epoch"] == 2 and (after["settings"]["gp_weight"], after["settings"]["label_smoothing"]) == (3.0, 0.2)
+    assert "gp_weight" not in after["train_config"]
+
+
 def test_a_callback_that_raises_leaves_a_resumable_run(phantom_root, tmp_path):
     class StopAtTwo(Callback):
         def on_epoch_end(self, event):

@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from hcmbench.atomic import atomic_path
 from hcmbench.config import DataConfig, cache_dir
 from hcmbench.data.acdc import LABEL_MYO, Dataset, Patient, open_dataset, validate_groups
 from hcmbench.errors import HcmbenchError
-from hcmbench.atomic import atomic_path
 
 # Bump when the preprocessing code changes what it produces, so that old caches are not reused.
 PREPROCESS_VERSION = 1

@@ -60,12 +60,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hcmbench.config import DataConfig, cache_dir
+from hcmbench.atomic import atomic_path
+from hcmbench.config import DataConfig, cache_dir, check_size
 from hcmbench.data.acdc import Dataset, open_dataset
 from hcmbench.data.slices import SliceSet, load_slices
 from hcmbench.errors import HcmbenchError
 from hcmbench.evaluation.degradations import KINDS, random_degradations
-from hcmbench.atomic import atomic_path
 
 # Bump when the network, its training or the cache file's layout changes, so that old caches are not reused.
 FORMAT = 4
@@ -126,8 +126,7 @@ class FeatureNet(nn.Module):
     def __init__(self, image_size: int = 64, dim: int = 128, width: int = 32, num_groups: int = 0,
                  phase_head: bool = True, realism_head: bool = True) -> None:
         super().__init__()
-        if image_size not in (32, 64, 128):
-            raise HcmbenchError(f"image size {image_size} is not supported: use 32, 64 or 128")
+        check_size(image_size, "image size")
         layers: list[nn.Module] = [_block(1, width, 2)]
         channels = width
         for _ in range(int(math.log2(image_size // 4)) - 1):

@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.adversarial import CONV_CPU_PRESET, AdversarialModel
-from hcmbench.models.registry import register
 from hcmbench.models.layers import ConvDiscriminatorBody, ConvGenerator, dcgan_init_
+from hcmbench.models.registry import register
 
 
 class ACDiscriminator(nn.Module):
@@ -69,8 +69,10 @@ class ACGAN(AdversarialModel):
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 100, width: int = 64,
                  d_norm: str = "batch", aux_weight: float = 1.0, mbstd: bool = False,
-                 augment: str = "none", r1_every: int = 16, lecam_weight: float = 0.0) -> None:
-        super().__init__(augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd)
+                 augment: str = "none", r1_every: int = 16, lecam_weight: float = 0.0, gp_weight: float = 1.0,
+                 label_smoothing: float = 0.1) -> None:
+        super().__init__(augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd,
+                         gp_weight=gp_weight, label_smoothing=label_smoothing)
         if num_classes < 2:
             raise HcmbenchError(f"acgan needs num_classes >= 2 (its discriminator classifies), got {num_classes}")
         if d_norm not in ("batch", "instance", "none"):

@@ -65,19 +65,16 @@ class GenerativeModel(nn.Module):
     name: str = ""
     settings: dict[str, Any]
     grad_clip: float | None = None
-    gp_weight: float = 0.0
-    label_smoothing: float = 0.0
 
     # -- the interface -------------------------------------------------------------------------
 
     def configure_optimizers(self, cfg: Any) -> list[torch.optim.Optimizer]:
         """The model's optimisers (GANs return two: discriminator first, then generator).
 
-        `cfg` is the engine's TrainConfig: lr, betas, and the GAN settings (gp_weight,
-        label_smoothing, grad_clip) that the model keeps for its training steps.
+        `cfg` is the engine's TrainConfig: lr and betas, and grad_clip, which `optimize` applies.
         """
         self.adopt_training_settings(cfg)
-        return [torch.optim.Adam(self.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))]
+        return [adam(self.parameters(), cfg)]
 
     def training_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer]) -> dict[str, float]:
         """One optimisation step on a batch, with the model's own backward passes.
@@ -100,10 +97,8 @@ class GenerativeModel(nn.Module):
     # -- helpers for subclasses ----------------------------------------------------------------
 
     def adopt_training_settings(self, cfg: Any) -> None:
-        """Keep the engine settings that training steps use (gradient clipping, GAN settings)."""
+        """Keep the engine setting that training steps use: gradient clipping."""
         self.grad_clip = getattr(cfg, "grad_clip", None)
-        self.gp_weight = float(getattr(cfg, "gp_weight", 0.0))
-        self.label_smoothing = float(getattr(cfg, "label_smoothing", 0.0))
 
     def optimize(self, loss: Tensor, optimizer: torch.optim.Optimizer, parameters: Iterable[nn.Parameter] | None = None) -> None:
         """zero_grad, backward, optional gradient-norm clipping, step: one update of one optimiser."""
@@ -152,3 +147,8 @@ class GenerativeModel(nn.Module):
         if num_classes and (labels.min() < 0 or labels.max() >= num_classes):
             raise HcmbenchError(f"labels must lie in 0..{num_classes - 1}")
         return labels
+
+
+def adam(parameters: Iterable[nn.Parameter], cfg: Any) -> torch.optim.Adam:
+    """The study's optimiser for every model: Adam with the engine's `lr` and `betas`."""
+    return torch.optim.Adam(parameters, lr=cfg.lr, betas=tuple(cfg.betas))

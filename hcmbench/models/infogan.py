@@ -31,8 +31,8 @@ from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.adversarial import CONV_CPU_PRESET, AdversarialModel
-from hcmbench.models.registry import register
 from hcmbench.models.layers import ConvDiscriminatorBody, ConvGenerator, dcgan_init_
+from hcmbench.models.registry import register
 
 
 class QHead(nn.Module):
@@ -71,8 +71,10 @@ class InfoGAN(AdversarialModel):
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 62, n_categories: int = 4,
                  n_continuous: int = 2, width: int = 64, d_norm: str = "batch", info_weight: float = 1.0,
                  mbstd: bool = False, augment: str = "none", r1_every: int = 16,
-                 lecam_weight: float = 0.0) -> None:
-        super().__init__(augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd)
+                 lecam_weight: float = 0.0, gp_weight: float = 1.0,
+                 label_smoothing: float = 0.1) -> None:
+        super().__init__(augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd,
+                         gp_weight=gp_weight, label_smoothing=label_smoothing)
         if n_categories < 2:
             raise HcmbenchError(f"n_categories must be at least 2, got {n_categories}")
         if n_continuous < 0:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
+from hcmbench.config import check_size
 from hcmbench.errors import HcmbenchError
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ BUILTIN: dict[str, str] = {
     "infogan": "hcmbench.models.infogan",
     "ddpm": "hcmbench.models.diffusion",
 }
-SIZES = (32, 64, 128)  # the image sizes every model supports
 
 _REGISTRY: dict[str, type[GenerativeModel]] = {}
 
@@ -118,8 +118,7 @@ def build_model(name: str, image_size: int, num_classes: int = 0, **settings: An
     if unknown:
         raise HcmbenchError(f"unknown setting(s) {', '.join(unknown)} for model {cls.name}: "
                             f"known are {', '.join(sorted(defaults))}")
-    if image_size not in SIZES:
-        raise HcmbenchError(f"image size {image_size} is not supported: use 32, 64 or 128")
+    check_size(image_size, "image size")
     full = {**defaults, **settings, "image_size": image_size, "num_classes": num_classes}
     model = cls(**full)
     model.settings = full

@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.base import Batch, GenerativeModel, Preset
-from hcmbench.models.registry import register
 from hcmbench.models.layers import ConvDiscriminatorBody, ConvGenerator
+from hcmbench.models.registry import register
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:

@@ -17,7 +17,7 @@ you edit (`hcmbench sweep --model dcgan --print-space > my.yaml`):
       beta1: {low: 0.0, high: 0.9}
       latent_dim: {choices: [64, 100, 128]}
 
-A parameter is a TrainConfig field (lr, gp_weight, ...), `beta1` / `beta2` (Adam's betas), or a setting
+A parameter is a TrainConfig field (lr, batch_size, ...), `beta1` / `beta2` (Adam's betas), or a setting
 of the model (latent_dim, width, ...). `{choices: [...]}` is categorical; `{low, high}` is an integer
 range when both ends are integers, else a float range (`log: true` samples on a log scale; `step`
 discretises).

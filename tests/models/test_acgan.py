@@ -66,14 +66,14 @@ def test_honours_labels(trained):
 
 def test_class_losses_enter_both_steps_with_aux_weight_and_fakes_take_the_real_labels(monkeypatch):
     torch.manual_seed(SEED)
-    model = build_model("acgan", image_size=32, num_classes=2, augment="", aux_weight=0.5, **SMALL)
+    model = build_model("acgan", image_size=32, num_classes=2, augment="", aux_weight=0.5, gp_weight=0.0, **SMALL)
     losses = recorded_losses(monkeypatch, model)
     asked, outputs = [], []
     generate, discriminate = model.generate, model.discriminate
     monkeypatch.setattr(model, "generate", lambda n, labels, *a: asked.append(labels) or generate(n, labels, *a))
     monkeypatch.setattr(model, "discriminate", lambda x: outputs.append(discriminate(x)) or outputs[-1])
     images, labels = dark_and_bright(8)
-    log = model.training_step((images, labels), model.configure_optimizers(TrainConfig(gp_weight=0.0)))
+    log = model.training_step((images, labels), model.configure_optimizers(TrainConfig()))
     assert len(asked) == 1 and torch.equal(asked[0], labels)
     (_, real_cls), (_, fake_cls), (_, fake_cls_for_g) = outputs
     aux = F.cross_entropy(real_cls, labels) + F.cross_entropy(fake_cls, labels)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from hcmbench.config import check_size
 from hcmbench.data.acdc import GROUPS
 from hcmbench.errors import HcmbenchError
 
@@ -48,13 +49,13 @@ class UtilityConfig:
                  for r in self.synthetic_ratios),
              f"synthetic_ratios must be positive numbers, got {self.synthetic_ratios}"),
             (self.seeds >= 1, f"seeds must be at least 1, got {self.seeds}"),
-            (self.size in (32, 64, 128), f"size {self.size} is not supported: use 32, 64 or 128"),
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 2, f"batch_size must be at least 2, got {self.batch_size}"),
             (self.lr > 0, f"lr must be positive, got {self.lr}"),
             (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
              f"device must be auto, cpu, cuda[:N] or mps, got {self.device!r}"),
         ]
+        check_size(self.size)
         for ok, message in checks:
             if not ok:
                 raise HcmbenchError(message)
