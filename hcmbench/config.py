@@ -25,7 +25,7 @@ def check_size(size: int, what: str = "size") -> None:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """What slices to take from an ACDC-layout dataset and how to preprocess them (DESIGN.md).
+    """What slices to take from an ACDC-layout dataset and how to preprocess them (docs/design.md).
 
     Every field enters the preprocessing cache key, so changing any of them re-preprocesses.
     """

@@ -1,4 +1,4 @@
-"""Preprocessing protocol (DESIGN.md): ACDC volumes → normalised, heart-centred 2D slices, cached.
+"""Preprocessing protocol (docs/design.md): ACDC volumes → normalised, heart-centred 2D slices, cached.
 
 Per selected patient and frame: clip intensities per volume to percentiles and scale to [0, 1];
 keep slices whose mask shows myocardium (without a mask, the central share of slices); cut a

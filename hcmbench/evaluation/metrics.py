@@ -1,4 +1,4 @@
-"""Pixel-level similarity (DESIGN.md, "The metrics protocol"): SSIM, Pearson CC and MSE between every
+"""Pixel-level similarity (docs/design.md, "The metrics protocol"): SSIM, Pearson CC and MSE between every
 generated and every reference image, nearest-neighbour matching by SSIM, and within-set diversity.
 
 Images are in [0, 1], shaped (n, H, W) or (n, 1, H, W). SSIM is scikit-image's

@@ -1,6 +1,6 @@
 """The evaluation table: a generator's figures beside calibration rows computed by the same code.
 
-Rows (DESIGN.md, "The metrics protocol"):
+Rows (docs/design.md, "The metrics protocol"):
 
     model rows                 the generated images
     real train (ceiling)       real training slices: what a perfect generator of the training data would give
@@ -120,7 +120,7 @@ class EvaluationTable:
         return any(math.isfinite(r.utility) for r in self.rows)
 
     def model_metrics(self, row: int = 0) -> dict[str, float]:
-        """The tracking names (DESIGN.md) of a model row's figures: eval/ssim, eval/fid, ..."""
+        """The tracking names (docs/design.md) of a model row's figures: eval/ssim, eval/fid, ..."""
         r = self.rows[row]
         names = {"ssim": r.ssim, "cc": r.cc, "mse": r.mse, "fid": r.fid, "kid": r.kid, "precision": r.precision,
                  "recall": r.recall, "density": r.density, "coverage": r.coverage,
