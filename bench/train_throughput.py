@@ -31,7 +31,7 @@ from torch import nn
 from rich.table import Table
 
 from hcmbench.checkpoints import resolve_device
-from hcmbench.config import TrainConfig
+from hcmbench.config import TrainConfig, tuples
 from hcmbench.models.registry import available_models, build_model
 
 
@@ -209,7 +209,7 @@ def sampling_table(args: argparse.Namespace, device: torch.device, console: Cons
 
     preset = {} if args.sampling_preset == "none" else dict(model_preset("ddpm", args.sampling_preset).model)
     given = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.sampling_set)}
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in {**preset, **given}.items()}
+    settings = tuples({**preset, **given})
     ancestral = sampling_seconds(args.size, device, "ddpm", args.ddpm_steps, settings) * 1000 / args.ddpm_steps
     rows = [("DDPM ancestral" + ("" if args.ddpm_steps == 1000 else f" (extrapolated from {args.ddpm_steps} steps)"),
              1000, ancestral),

@@ -147,6 +147,12 @@ BUDGET = ("epochs", "kimg", "minutes")
 MOVED_TO_MODELS = ("gp_weight", "label_smoothing")
 
 
+def tuples(values: dict[str, Any]) -> dict[str, Any]:
+    """A mapping's list values as tuples: settings read from YAML or JSON then compare and hash like the
+    dataclass defaults (which are tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
 def layered_train_config(defaults: dict[str, Any], preset: dict[str, Any], explicit: dict[str, Any]) -> TrainConfig:
     """A TrainConfig from three layers: `explicit` settings win over a preset's, which win over `defaults`.
 
@@ -157,7 +163,7 @@ def layered_train_config(defaults: dict[str, Any], preset: dict[str, Any], expli
         preset = {k: v for k, v in preset.items() if k not in BUDGET}
         defaults = {k: v for k, v in defaults.items() if k not in BUDGET or k in explicit}
     values = {**defaults, **preset, **explicit}
-    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    return TrainConfig(**tuples(values))
 
 
 def cache_dir() -> Path:
@@ -177,8 +183,7 @@ def with_overrides(config: T, overrides: dict[str, Any]) -> T:
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise HcmbenchError(f"unknown setting(s) {', '.join(unknown)} for {type(config).__name__}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    return dataclasses.replace(config, **values)  # type: ignore[type-var]
+    return dataclasses.replace(config, **tuples(overrides))  # type: ignore[type-var]
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

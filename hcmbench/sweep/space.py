@@ -47,7 +47,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hcmbench.config import BUDGET, DataConfig, TrainConfig, load_yaml
+from hcmbench.config import BUDGET, DataConfig, TrainConfig, load_yaml, tuples
 from hcmbench.errors import HcmbenchError
 from hcmbench.metric_names import DIRECTIONS
 
@@ -151,7 +151,7 @@ class SearchSpace:
         return TrainConfig(**self.budget).rounds_in_budget()
 
     def data_config(self) -> DataConfig:
-        return DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.data.items()})
+        return DataConfig(**tuples(self.data))
 
     @property
     def figures(self) -> tuple[str, ...]:
@@ -293,7 +293,7 @@ def parse_space(model: str, raw: Any, path: str) -> SearchSpace:
                         warmup, dict(raw.get("data") or {}), train, str(path), copy.deepcopy(raw))
     try:
         space.data_config()
-        TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in train.items()})
+        TrainConfig(**tuples(train))
     except TypeError as exc:
         raise HcmbenchError(f"{path}: {exc}") from None
     return space
