@@ -18,10 +18,10 @@ from hcmbench.sweep.events import (Joined, Preparing, SweepDisplay, SweepResult,
                                    TrialStarted, Waiting)
 from hcmbench.sweep.run import run_sweep, run_worker
 from hcmbench.sweep.settings import Heartbeat, StudySettings
-from hcmbench.sweep.space import (BUDGET_FIELDS, Param, SearchSpace, load_space, parse_space, shipped_models,
+from hcmbench.sweep.space import (BUDGET_FIELDS, Budget, Objective, Param, SearchSpace, load_space, parse_space, shipped_models,
                                   shipped_space, space_text, trial_budget)
 
-__all__ = ["BUDGET_FIELDS", "Heartbeat", "Joined", "Param", "Preparing", "SearchSpace", "StudySettings",
+__all__ = ["BUDGET_FIELDS", "Budget", "Heartbeat", "Joined", "Objective", "Param", "Preparing", "SearchSpace", "StudySettings",
            "SweepDisplay", "SweepResult", "TrialEnded", "TrialEpoch", "TrialStarted", "Waiting", "default_storage",
            "display_url", "load_space", "parse_space", "run_sweep", "run_worker", "shipped_models", "shipped_space",
            "space_text", "trial_budget"]

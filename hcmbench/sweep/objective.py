@@ -20,10 +20,11 @@ from hcmbench.sweep.space import SearchSpace
 
 
 def make_pruner(space: SearchSpace) -> Any:
-    if space.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=space.startup_trials, n_warmup_steps=space.warmup)
-    if space.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, space.warmup), max_resource=space.rounds or "auto")
+    budget = space.budget
+    if budget.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=budget.startup_trials, n_warmup_steps=budget.warmup)
+    if budget.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, budget.warmup), max_resource=budget.rounds or "auto")
     return optuna.pruners.NopPruner()
 
 
@@ -68,7 +69,7 @@ class TrialScorer:
         if len(val) <= 5:
             raise HcmbenchError(f"{self.data_root}: the validation split has {len(val)} slices; scoring a trial "
                                 "needs at least 6 (use more patients)")
-        extractor = None if self.space.metric == "val_score" else load_feature_extractor(self.data_root, config,
+        extractor = None if self.space.objective.metric == "val_score" else load_feature_extractor(self.data_root, config,
                                                                                           FeatureConfig())
         return EvaluationInputs(torch.from_numpy(val.images), torch.from_numpy(slices.of_split("train").images),
                                 None, extractor, reference_name="validation split")
@@ -82,10 +83,10 @@ class TrialScorer:
 
         self.prepare()  # scoring is only asked of metrics that need the feature space, loaded by prepare()
         generator = load_generator(checkpoint, device=resolve_device(self.device))
-        n = self.space.images
-        images, ms = timed_draw(lambda: draw(generator, n, seed=self.seed, options=self.space.sampling)[0], n)
+        n = self.space.objective.images
+        images, ms = timed_draw(lambda: draw(generator, n, seed=self.seed, options=self.space.objective.sampling)[0], n)
         # one seed per trial: the study averages over trials, and the classifier's strength is not reduced
-        detector = DetectabilityConfig(seeds=1) if "detectability" in self.space.figures else None
+        detector = DetectabilityConfig(seeds=1) if "detectability" in self.space.objective.figures else None
         config = EvaluationConfig(n=n, calibration=False, kid_subsets=20, diversity_images=min(n, 100), seed=self.seed,
                                   detector=detector)
         return evaluate_sets({generator.model.name: (to_unit_range(images), ms)}, self.inputs, config)
@@ -129,19 +130,19 @@ class Objective:
                                                             "root": str(self.data_root)}}).items():
             self.client.log_param(run_id, key, value)
         logger = tracking.RunLogger(self.client, run_id)
-        sign = 1.0 if self.space.direction == "minimize" else -1.0
+        sign = 1.0 if self.space.objective.direction == "minimize" else -1.0
         work = Path(tempfile.mkdtemp(prefix=f"hcmbench-trial-{trial.number}-"))
         try:
             result = engine.train(self.model, self.data_root, work / "run", data_config, train_config, settings,
                                   callbacks=[logger, PruneOnValidation(trial, sign, self.display)])
-            if self.space.metric == "val_score":
+            if self.space.objective.metric == "val_score":
                 value = result.best_score
             else:
                 table = self.scorer(result.best_checkpoint)
                 tracking.log_table(self.client, run_id, table)
-                value = self.space.objective_value(table.rows[0])
+                value = self.space.objective.value(table.rows[0])
             if not math.isfinite(value):
-                raise HcmbenchError(f"the objective {self.space.objective_name} is {value}")
+                raise HcmbenchError(f"the objective {self.space.objective.name} is {value}")
             return Outcome("COMPLETE", float(value))
         except optuna.TrialPruned as exc:
             logger.log_outputs(work / "run", checkpoint=False)  # a pruned trial's weights are not worth keeping

@@ -50,10 +50,10 @@ def run_sweep(model: str, trials: int, space: SearchSpace | None = None, study_n
     study_name = study_name or f"hcmbench-{model}"
     storage = storage or default_storage()
     data_root = resolve_data_root(data_root)
-    study, rdb = open_study(storage, study_name, space.direction, heartbeat)
-    if study.direction.name.lower() != space.direction:
+    study, rdb = open_study(storage, study_name, space.objective.direction, heartbeat)
+    if study.direction.name.lower() != space.objective.direction:
         raise HcmbenchError(f"study {study_name!r} was created to {study.direction.name.lower()}, "
-                            f"but the search space asks to {space.direction}: use another --study")
+                            f"but the search space asks to {space.objective.direction}: use another --study")
     mlflow_client = tracking.client(tracking_uri)
     experiment_id = tracking.ensure_experiment(mlflow_client, model)
     phantom = data_root.resolve() == default_phantom_root().resolve()
@@ -67,9 +67,9 @@ def run_sweep(model: str, trials: int, space: SearchSpace | None = None, study_n
     parent = tracking.study_parent_run(
         mlflow_client, experiment_id, model, study_name,
         tags={"optuna.storage": display_url(storage), "hcmbench.space": space.source},
-        params={"objective": {"metric": space.metric, "direction": space.direction, "images": space.images,
-                              "combine": space.combine},
-                "budget": {**space.budget, "pruner": space.pruner}})
+        params={"objective": {"metric": space.objective.metric, "direction": space.objective.direction,
+                              "images": space.objective.images, "combine": space.objective.combine},
+                "budget": {**space.budget.fields, "pruner": space.budget.pruner}})
     settings = dataclasses.replace(settings, parent_run=parent)
     settings.store(study)
     return _work(study, rdb, storage, settings, space, data_root, device, timeout, display, heartbeat,
@@ -187,7 +187,7 @@ def _work(study: Any, storage: Any, storage_url: str, settings: StudySettings, s
     finished = _leave(study, mlflow_client, settings.parent_run, "FINISHED", settings.trials)
     number, value, params = best_trial(study)
     return SweepResult(study.study_name, storage_url, settings.parent_run, sum(counts.values()), number, value,
-                       params, counts, settings.trials, finished, settings.model, space.objective_name)
+                       params, counts, settings.trials, finished, settings.model, space.objective.name)
 
 
 def _leave(study: Any, mlflow_client: Any, parent: str, status: str, total: int | None = None) -> bool:

@@ -55,50 +55,131 @@ PRUNERS = ("median", "hyperband", "none")
 BUDGET_FIELDS = (*BUDGET, "tick_kimg")  # a trial's budget: TrainConfig's budget and its ticks
 
 
-def _parse_budget(budget: dict[str, Any], path: str) -> tuple[dict[str, Any], int]:
-    """Pop a trial's budget from the `budget` section: (TrainConfig budget fields, warm-up in rounds).
-
-    `epochs` (with `warmup_epochs`), or `kimg` and/or `minutes` with `tick_kimg` (with `warmup_kimg`,
-    turned into ticks). Default: 10 epochs, warm-up 2.
-    """
-    given = {k: budget.pop(k) for k in BUDGET_FIELDS if k in budget}
-    warmup_epochs, warmup_kimg = budget.pop("warmup_epochs", None), budget.pop("warmup_kimg", None)
-    for name, value in given.items():
-        whole = name == "epochs"
-        if isinstance(value, bool) or not isinstance(value, int if whole else (int, float)) or value <= 0:
-            raise HcmbenchError(f"{path}: budget.{name} must be a positive {'integer' if whole else 'number'}, "
-                                f"got {value!r}")
-    if not given.keys() & {"epochs", "kimg", "minutes"}:
-        given["epochs"] = 10
-    try:
-        config = TrainConfig(**given)
-    except HcmbenchError as exc:
-        raise HcmbenchError(f"{path}: budget: {exc}") from None
-    if config.counts_images:
-        if warmup_epochs is not None:
-            raise HcmbenchError(f"{path}: a budget in kimg or minutes takes warmup_kimg, not warmup_epochs")
-        warmup_kimg = 0 if warmup_kimg is None else warmup_kimg
-        if isinstance(warmup_kimg, bool) or not isinstance(warmup_kimg, (int, float)) or warmup_kimg < 0:
-            raise HcmbenchError(f"{path}: budget.warmup_kimg must be a number ≥ 0, got {warmup_kimg!r}")
-        return given, math.ceil(warmup_kimg / config.tick_kimg - 1e-9)
-    if warmup_kimg is not None or "tick_kimg" in given:
-        raise HcmbenchError(f"{path}: a budget in epochs takes warmup_epochs (tick_kimg and warmup_kimg go with "
-                            "kimg or minutes)")
-    warmup = 2 if warmup_epochs is None else warmup_epochs
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise HcmbenchError(f"{path}: budget.warmup_epochs must be an integer ≥ 0, got {warmup!r}")
-    return given, warmup
+def _positive(value: Any, whole: bool) -> bool:
+    kinds = int if whole else (int, float)
+    return not isinstance(value, bool) and isinstance(value, kinds) and value > 0
 
 
-def trial_budget(space: "SearchSpace", epochs: int | None = None, kimg: float | None = None,
+@dataclass(frozen=True)
+class Objective:
+    """What a trial is scored by: an evaluation figure (or `val_score`), plus other figures of the same
+    direction with weights (`combine`), on `images` generated images drawn with `sampling` options."""
+
+    metric: str = "fid"
+    direction: str = "minimize"
+    images: int = 200
+    combine: dict[str, float] = field(default_factory=dict)
+    sampling: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], path: str) -> Objective:
+        raw = dict(raw)
+        metric = raw.pop("metric", "fid")
+        if metric not in DIRECTIONS:
+            raise HcmbenchError(f"{path}: unknown objective metric {metric!r}: choose from {', '.join(DIRECTIONS)}")
+        direction = raw.pop("direction", DIRECTIONS[metric])
+        if direction not in ("minimize", "maximize"):
+            raise HcmbenchError(f"{path}: direction must be minimize or maximize, got {direction!r}")
+        images = raw.pop("images", 200)
+        if isinstance(images, bool) or not isinstance(images, int) or images < 6:
+            raise HcmbenchError(f"{path}: objective.images must be an integer ≥ 6, got {images!r}")
+        combine = raw.pop("combine", None) or {}
+        if not isinstance(combine, dict) or not all(_positive(w, whole=False) for w in combine.values()):
+            raise HcmbenchError(f"{path}: objective.combine must map figures to positive weights, e.g. {{fid: 0.002}}")
+        for name in combine:
+            if name not in DIRECTIONS or name == "val_score" or metric == "val_score":
+                raise HcmbenchError(f"{path}: objective.combine: {name!r} cannot be combined with {metric!r}: "
+                                    "combine evaluation figures (fid, kid, detectability, ...)")
+            if DIRECTIONS[name] != direction:
+                raise HcmbenchError(f"{path}: objective.combine: {name} is {DIRECTIONS[name]}d, the objective is "
+                                    f"{direction}d: combine figures of one direction")
+        sampling = raw.pop("sampling", None) or {}
+        if not isinstance(sampling, dict):
+            raise HcmbenchError(f"{path}: objective.sampling must be a mapping of sample options")
+        if raw:
+            raise HcmbenchError(f"{path}: unknown objective key(s) {', '.join(sorted(raw))}")
+        return cls(metric, direction, images, {k: float(w) for k, w in combine.items()}, dict(sampling))
+
+    @property
+    def figures(self) -> tuple[str, ...]:
+        """Every evaluation figure the objective reads."""
+        return (self.metric, *self.combine)
+
+    @property
+    def name(self) -> str:
+        """The objective as a person reads it: "fid", or "detectability + 0.001 × fid"."""
+        return " + ".join([self.metric, *(f"{w:g} × {k}" for k, w in self.combine.items())])
+
+    def value(self, row: Any) -> float:
+        """The objective of an evaluation row: the metric plus the weighted figures of `combine`."""
+        return float(getattr(row, self.metric)) + sum(w * float(getattr(row, k)) for k, w in self.combine.items())
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Each trial's budget (TrainConfig's `epochs`, `kimg`, `minutes`, `tick_kimg`) and the pruner: which
+    one, the trials that always run to the end, and the rounds before a trial may be pruned."""
+
+    fields: dict[str, Any] = field(default_factory=lambda: {"epochs": 10})
+    pruner: str = "median"
+    startup_trials: int = 3
+    warmup: int = 2  # rounds: epochs, or kimg ticks
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], path: str) -> Budget:
+        """`epochs` (with `warmup_epochs`), or `kimg` and/or `minutes` with `tick_kimg` (with
+        `warmup_kimg`, turned into ticks). Default: 10 epochs, warm-up 2."""
+        raw = dict(raw)
+        pruner = raw.pop("pruner", "median")
+        if pruner not in PRUNERS:
+            raise HcmbenchError(f"{path}: pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}")
+        startup = raw.pop("startup_trials", 3)
+        if isinstance(startup, bool) or not isinstance(startup, int) or startup < 0:
+            raise HcmbenchError(f"{path}: budget.startup_trials must be an integer ≥ 0, got {startup!r}")
+        given = {k: raw.pop(k) for k in BUDGET_FIELDS if k in raw}
+        warmup_epochs, warmup_kimg = raw.pop("warmup_epochs", None), raw.pop("warmup_kimg", None)
+        if raw:
+            raise HcmbenchError(f"{path}: unknown budget key(s) {', '.join(sorted(raw))}")
+        for name, value in given.items():
+            if not _positive(value, whole=name == "epochs"):
+                raise HcmbenchError(f"{path}: budget.{name} must be a positive "
+                                    f"{'integer' if name == 'epochs' else 'number'}, got {value!r}")
+        if not given.keys() & {"epochs", "kimg", "minutes"}:
+            given["epochs"] = 10
+        try:
+            config = TrainConfig(**given)
+        except HcmbenchError as exc:
+            raise HcmbenchError(f"{path}: budget: {exc}") from None
+        if config.counts_images:
+            if warmup_epochs is not None:
+                raise HcmbenchError(f"{path}: a budget in kimg or minutes takes warmup_kimg, not warmup_epochs")
+            warmup_kimg = 0 if warmup_kimg is None else warmup_kimg
+            if isinstance(warmup_kimg, bool) or not isinstance(warmup_kimg, (int, float)) or warmup_kimg < 0:
+                raise HcmbenchError(f"{path}: budget.warmup_kimg must be a number ≥ 0, got {warmup_kimg!r}")
+            return cls(given, pruner, startup, math.ceil(warmup_kimg / config.tick_kimg - 1e-9))
+        if warmup_kimg is not None or "tick_kimg" in given:
+            raise HcmbenchError(f"{path}: a budget in epochs takes warmup_epochs (tick_kimg and warmup_kimg go "
+                                "with kimg or minutes)")
+        warmup = 2 if warmup_epochs is None else warmup_epochs
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+            raise HcmbenchError(f"{path}: budget.warmup_epochs must be an integer ≥ 0, got {warmup!r}")
+        return cls(given, pruner, startup, warmup)
+
+    @property
+    def rounds(self) -> int | None:
+        """Rounds a trial runs at most (epochs, or kimg ticks); None when only minutes bound it."""
+        return TrainConfig(**self.fields).rounds_in_budget()
+
+
+def trial_budget(space: SearchSpace, epochs: int | None = None, kimg: float | None = None,
                  minutes: float | None = None) -> dict[str, Any]:
     """The space's trial budget, or the one given on the command line (which replaces it; the space's
     tick_kimg stays where the new budget counts images)."""
     given = {k: v for k, v in (("epochs", epochs), ("kimg", kimg), ("minutes", minutes)) if v is not None}
     if not given:
-        return dict(space.budget)
-    if "tick_kimg" in space.budget and (kimg is not None or (minutes is not None and epochs is None)):
-        given["tick_kimg"] = space.budget["tick_kimg"]
+        return dict(space.budget.fields)
+    if "tick_kimg" in space.budget.fields and (kimg is not None or (minutes is not None and epochs is None)):
+        given["tick_kimg"] = space.budget.fields["tick_kimg"]
     TrainConfig(**given)  # epochs with kimg is refused in one line
     return given
 
@@ -115,6 +196,25 @@ class Param:
     log: bool = False
     step: float | None = None
 
+    @classmethod
+    def from_dict(cls, name: str, spec: Any, target: str, path: str) -> Param:
+        """`{choices: [...]}` (categorical), or `{low, high}` with optional `log` and `step`."""
+        if not isinstance(spec, dict) or not ({"choices"} <= set(spec) or {"low", "high"} <= set(spec)):
+            raise HcmbenchError(f"{path}: parameter {name!r} needs {{choices: [...]}} or {{low: ..., high: ...}}")
+        extra = sorted(set(spec) - {"choices", "low", "high", "log", "step"})
+        if extra:
+            raise HcmbenchError(f"{path}: parameter {name!r} has unknown key(s) {', '.join(extra)}")
+        if "choices" in spec:
+            if not isinstance(spec["choices"], list) or not spec["choices"]:
+                raise HcmbenchError(f"{path}: parameter {name!r}: choices must be a non-empty list")
+            return cls(name, target, choices=tuple(tuple(c) if isinstance(c, list) else c for c in spec["choices"]))
+        low, high = spec["low"], spec["high"]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or not low < high:
+            raise HcmbenchError(f"{path}: parameter {name!r}: low and high must be numbers with low < high")
+        if spec.get("log") and low <= 0:
+            raise HcmbenchError(f"{path}: parameter {name!r}: a log range needs low > 0")
+        return cls(name, target, low=low, high=high, log=bool(spec.get("log", False)), step=spec.get("step"))
+
     def suggest(self, trial: Any) -> Any:
         if self.choices is not None:
             # Optuna stores only scalars: a sequence choice (e.g. layer widths) goes in as "256,512"
@@ -127,45 +227,57 @@ class Param:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """A study's search space, objective, budget and fixed settings (see the module docstring)."""
+    """A study's search space: the model, its parameters, objective and budget, and the fixed data and
+    training settings (see the module docstring); `raw` is the YAML mapping, stored with the study."""
 
     model: str
     params: tuple[Param, ...]
-    metric: str = "fid"
-    direction: str = "minimize"
-    images: int = 200
-    combine: dict[str, float] = field(default_factory=dict)  # other figures added to the metric, with weights
-    sampling: dict[str, Any] = field(default_factory=dict)
-    budget: dict[str, Any] = field(default_factory=lambda: {"epochs": 10})  # TrainConfig's budget fields
-    pruner: str = "median"
-    startup_trials: int = 3
-    warmup: int = 2  # rounds (epochs or ticks) before a trial may be pruned
+    objective: Objective = field(default_factory=Objective)
+    budget: Budget = field(default_factory=Budget)
     data: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     source: str = ""
-    raw: dict[str, Any] = field(default_factory=dict, compare=False)  # the YAML mapping, stored with the study
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    @property
-    def rounds(self) -> int | None:
-        """Rounds a trial runs at most (epochs, or kimg ticks); None when only minutes bound it."""
-        return TrainConfig(**self.budget).rounds_in_budget()
+    @classmethod
+    def from_dict(cls, model: str, raw: Any, path: str) -> SearchSpace:
+        """Check a search-space mapping (as read from YAML, or as stored with a study); `path` names it
+        in errors."""
+        from hcmbench.models.registry import model_defaults
+
+        if not isinstance(raw, dict):
+            raise HcmbenchError(f"{path}: a search space is a YAML mapping")
+        unknown = sorted(set(raw) - {"model", "objective", "budget", "data", "train", "params"})
+        if unknown:
+            raise HcmbenchError(f"{path}: unknown section(s) {', '.join(unknown)}")
+        if raw.get("model", model) != model:
+            raise HcmbenchError(f"{path} is a search space for {raw['model']!r}, not {model!r}")
+        objective = Objective.from_dict(raw.get("objective") or {}, path)
+        budget = Budget.from_dict(raw.get("budget") or {}, path)
+        train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed", "device", *BUDGET_FIELDS}
+        settings = set(model_defaults(model)) - {"image_size", "num_classes"}
+        params = []
+        for name, spec in (raw.get("params") or {}).items():
+            target = "train" if name in train_fields | {"beta1", "beta2"} else "model" if name in settings else None
+            if target is None:
+                raise HcmbenchError(f"{path}: parameter {name!r} is neither a training setting nor a setting of "
+                                    f"{model} ({', '.join(sorted(settings))})")
+            params.append(Param.from_dict(name, spec, target, path))
+        train = dict(raw.get("train") or {})
+        unknown = sorted(set(train) - train_fields)
+        if unknown:
+            raise HcmbenchError(f"{path}: unknown train setting(s) {', '.join(unknown)}")
+        space = cls(model, tuple(params), objective, budget, dict(raw.get("data") or {}), train, str(path),
+                    copy.deepcopy(raw))
+        try:
+            space.data_config()
+            TrainConfig(**tuples(train))
+        except TypeError as exc:
+            raise HcmbenchError(f"{path}: {exc}") from None
+        return space
 
     def data_config(self) -> DataConfig:
         return DataConfig(**tuples(self.data))
-
-    @property
-    def figures(self) -> tuple[str, ...]:
-        """Every evaluation figure the objective reads."""
-        return (self.metric, *self.combine)
-
-    @property
-    def objective_name(self) -> str:
-        """The objective as a person reads it: "fid", or "detectability + 0.001 × fid"."""
-        return " + ".join([self.metric, *(f"{w:g} × {k}" for k, w in self.combine.items())])
-
-    def objective_value(self, row: Any) -> float:
-        """The objective of an evaluation row: the metric plus the weighted figures of `combine`."""
-        return float(getattr(row, self.metric)) + sum(w * float(getattr(row, k)) for k, w in self.combine.items())
 
     def suggest(self, trial: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         """(TrainConfig overrides, model settings) for one trial: the fixed values, then the sampled ones."""
@@ -216,84 +328,4 @@ def load_space(model: str, path: str | Path | None = None) -> SearchSpace:
 
 def parse_space(model: str, raw: Any, path: str) -> SearchSpace:
     """Check a search-space mapping (as read from YAML, or as stored with a study); `path` names it in errors."""
-    from hcmbench.models.registry import model_defaults
-
-    if not isinstance(raw, dict):
-        raise HcmbenchError(f"{path}: a search space is a YAML mapping")
-    unknown = sorted(set(raw) - {"model", "objective", "budget", "data", "train", "params"})
-    if unknown:
-        raise HcmbenchError(f"{path}: unknown section(s) {', '.join(unknown)}")
-    if raw.get("model", model) != model:
-        raise HcmbenchError(f"{path} is a search space for {raw['model']!r}, not {model!r}")
-    objective, budget = dict(raw.get("objective") or {}), dict(raw.get("budget") or {})
-    metric = objective.pop("metric", "fid")
-    if metric not in DIRECTIONS:
-        raise HcmbenchError(f"{path}: unknown objective metric {metric!r}: choose from {', '.join(DIRECTIONS)}")
-    direction = objective.pop("direction", DIRECTIONS[metric])
-    if direction not in ("minimize", "maximize"):
-        raise HcmbenchError(f"{path}: direction must be minimize or maximize, got {direction!r}")
-    images = objective.pop("images", 200)
-    combine = objective.pop("combine", None) or {}
-    if not isinstance(combine, dict) or not all(isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0
-                                                for w in combine.values()):
-        raise HcmbenchError(f"{path}: objective.combine must map figures to positive weights, e.g. {{fid: 0.002}}")
-    for name in combine:
-        if name not in DIRECTIONS or name == "val_score" or metric == "val_score":
-            raise HcmbenchError(f"{path}: objective.combine: {name!r} cannot be combined with {metric!r}: "
-                                "combine evaluation figures (fid, kid, detectability, ...)")
-        if DIRECTIONS[name] != direction:
-            raise HcmbenchError(f"{path}: objective.combine: {name} is {DIRECTIONS[name]}d, the objective is "
-                                f"{direction}d: combine figures of one direction")
-    sampling = objective.pop("sampling", None) or {}
-    if not isinstance(sampling, dict):
-        raise HcmbenchError(f"{path}: objective.sampling must be a mapping of sample options")
-    pruner = budget.pop("pruner", "median")
-    if pruner not in PRUNERS:
-        raise HcmbenchError(f"{path}: pruner must be one of {', '.join(PRUNERS)}, got {pruner!r}")
-    startup = budget.pop("startup_trials", 3)
-    trial_budget, warmup = _parse_budget(budget, path)
-    for section, rest in (("objective", objective), ("budget", budget)):
-        if rest:
-            raise HcmbenchError(f"{path}: unknown {section} key(s) {', '.join(sorted(rest))}")
-    for name, value, least in (("objective.images", images, 6), ("budget.startup_trials", startup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise HcmbenchError(f"{path}: {name} must be an integer ≥ {least}, got {value!r}")
-
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed", "device", *BUDGET_FIELDS}
-    settings = set(model_defaults(model)) - {"image_size", "num_classes"}
-    params = []
-    for name, spec in (raw.get("params") or {}).items():
-        target = "train" if name in train_fields | {"beta1", "beta2"} else "model" if name in settings else None
-        if target is None:
-            raise HcmbenchError(f"{path}: parameter {name!r} is neither a training setting nor a setting of "
-                                f"{model} ({', '.join(sorted(settings))})")
-        if not isinstance(spec, dict) or not ({"choices"} <= set(spec) or {"low", "high"} <= set(spec)):
-            raise HcmbenchError(f"{path}: parameter {name!r} needs {{choices: [...]}} or {{low: ..., high: ...}}")
-        extra = sorted(set(spec) - {"choices", "low", "high", "log", "step"})
-        if extra:
-            raise HcmbenchError(f"{path}: parameter {name!r} has unknown key(s) {', '.join(extra)}")
-        if "choices" in spec:
-            if not isinstance(spec["choices"], list) or not spec["choices"]:
-                raise HcmbenchError(f"{path}: parameter {name!r}: choices must be a non-empty list")
-            params.append(Param(name, target, choices=tuple(tuple(c) if isinstance(c, list) else c
-                                                            for c in spec["choices"])))
-            continue
-        low, high = spec["low"], spec["high"]
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)) or not low < high:
-            raise HcmbenchError(f"{path}: parameter {name!r}: low and high must be numbers with low < high")
-        if spec.get("log") and low <= 0:
-            raise HcmbenchError(f"{path}: parameter {name!r}: a log range needs low > 0")
-        params.append(Param(name, target, low=low, high=high, log=bool(spec.get("log", False)), step=spec.get("step")))
-    train = dict(raw.get("train") or {})
-    unknown = sorted(set(train) - train_fields)
-    if unknown:
-        raise HcmbenchError(f"{path}: unknown train setting(s) {', '.join(unknown)}")
-    space = SearchSpace(model, tuple(params), metric, direction, images, {k: float(w) for k, w in combine.items()},
-                        dict(sampling), trial_budget, pruner, startup,
-                        warmup, dict(raw.get("data") or {}), train, str(path), copy.deepcopy(raw))
-    try:
-        space.data_config()
-        TrainConfig(**tuples(train))
-    except TypeError as exc:
-        raise HcmbenchError(f"{path}: {exc}") from None
-    return space
+    return SearchSpace.from_dict(model, raw, path)
