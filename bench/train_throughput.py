@@ -148,11 +148,11 @@ def paired_images_per_second(steps: dict, batch_size: int, rounds: int, per_roun
 def sampling_seconds(size: int, device: torch.device, sampler: str, steps: int, settings: dict, n: int = 64) -> float:
     torch.manual_seed(0)
     model = build_model("ddpm", image_size=size, **settings).to(device).eval()
-    generator = torch.Generator(device=device).manual_seed(0)
-    model.sample(2, generator=generator, sampler="ddim", steps=2)  # warm-up
+    rng = torch.Generator(device=device).manual_seed(0)
+    model.sample(2, rng=rng, sampler="ddim", steps=2)  # warm-up
     _sync(device)
     start = time.perf_counter()
-    model.sample(n, generator=generator, sampler=sampler, steps=steps)
+    model.sample(n, rng=rng, sampler=sampler, steps=steps)
     _sync(device)
     return time.perf_counter() - start
 

@@ -340,13 +340,13 @@ class Trainer:
     def draw_samples(self, epoch: int) -> Path:
         """Write `samples/epoch_NNN.png` from a fixed seed (so grids of different epochs compare)."""
         model, n = self.sampling_model, self.config.grid_size
-        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 2_718)
+        rng = torch.Generator(device=self.device).manual_seed(self.config.seed + 2_718)
         labels = None
         if model.conditional:
             classes = max(1, model.settings.get("num_classes", 1))
             labels = (torch.arange(n, device=self.device) * classes // n).long()
         with torch.no_grad():
-            images = model.sample(n, labels, generator=generator, **model.preview_options).float().cpu()
+            images = model.sample(n, labels, rng=rng, **model.preview_options).float().cpu()
         path = save_image_grid(images, self.out_dir / "samples" / f"epoch_{epoch:03d}.png")
         self._emit("on_samples", SamplesDrawn(epoch, path, images))
         return path

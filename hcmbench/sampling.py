@@ -60,7 +60,7 @@ def draw(
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
         batch_labels = labels[start:start + count].to(model.device) if labels is not None else None
-        chunks.append(model.sample(count, batch_labels, generator=rng, **options).float().cpu())
+        chunks.append(model.sample(count, batch_labels, rng=rng, **options).float().cpu())
         if progress is not None:
             progress(start + count, n)
     return torch.cat(chunks), labels

@@ -65,8 +65,8 @@ def test_checkpoints_load_safely_and_sample_like_the_trainer(phantom_root, tmp_p
     assert state["classes"] == ["HCM", "NOR", "DCM"] and state["label_by"] == "group"
     first = load_generator(result.best_checkpoint).model
     second = load_generator(result.best_checkpoint).model
-    a = first.sample(4, generator=torch.Generator().manual_seed(1))
-    b = second.sample(4, generator=torch.Generator().manual_seed(1))
+    a = first.sample(4, rng=torch.Generator().manual_seed(1))
+    b = second.sample(4, rng=torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
     # sampling uses the EMA weights, which differ from the raw weights after training
     assert not torch.equal(state["ema_state_dict"]["means"], state["state_dict"]["means"])
@@ -146,7 +146,7 @@ def test_conditional_grids_carry_every_class(phantom_root, tmp_path):
     model = load_generator(result.best_checkpoint).model
     assert model.conditional
     labels = torch.tensor([0, 1, 2])
-    means = model.sample(3, labels, generator=torch.Generator().manual_seed(0)).mean(dim=(1, 2, 3))
+    means = model.sample(3, labels, rng=torch.Generator().manual_seed(0)).mean(dim=(1, 2, 3))
     assert len(set(np.round(means.tolist(), 4))) == 3  # one learnt image per class
 
 

@@ -86,10 +86,10 @@ class ACGAN(AdversarialModel):
         self.discriminator = ACDiscriminator(image_size, width, d_norm, num_classes, mbstd)
         dcgan_init_(self)
 
-    def generate(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+    def generate(self, n: int, labels: Tensor | None = None, rng: torch.Generator | None = None,
                  **options: Any) -> tuple[Tensor, Tensor]:
         """(G(z, c) for z ~ N(0, I) and the classes c = `labels` (n,), those labels)."""
-        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        z = torch.randn(n, self.latent_dim, generator=rng, device=self.device)
         return self.generator(torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], dim=1)), labels
 
     def discriminate(self, x: Tensor) -> tuple[Tensor, Tensor]:

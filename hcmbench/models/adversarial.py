@@ -102,7 +102,7 @@ class AdversarialModel(GenerativeModel):
 
     # -- hooks ---------------------------------------------------------------------------------
 
-    def generate(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+    def generate(self, n: int, labels: Tensor | None = None, rng: torch.Generator | None = None,
                  **options: Any) -> tuple[Tensor, Any]:
         """(n fake images (n, 1, S, S), their context: the labels or latent codes the extra losses need)."""
         raise NotImplementedError
@@ -192,13 +192,13 @@ class AdversarialModel(GenerativeModel):
         return sample_distance(self, val_batches)
 
     @torch.no_grad()
-    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+    def sample(self, n: int, labels: Tensor | None = None, rng: torch.Generator | None = None,
                **options: Any) -> Tensor:
         """`generate` in eval mode: (n, 1, S, S) in [-1, 1]; conditional models take labels (n,)."""
         self.check_options(options)
         labels = self.check_labels(n, labels)
         with self.evaluating():
-            return self.generate(n, labels, generator, **options)[0].float()
+            return self.generate(n, labels, rng, **options)[0].float()
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         # Checkpoints from before the shared step lack its counters: those start afresh.

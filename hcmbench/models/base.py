@@ -10,7 +10,7 @@ model by name.
         def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 100): ...
         def training_step(self, batch, optimizers) -> dict[str, float]: ...
         def validation_score(self, val_batches) -> float: ...
-        def sample(self, n, labels=None, generator=None) -> Tensor: ...
+        def sample(self, n, labels=None, rng=None) -> Tensor: ...
 
 Constructor arguments are the model's settings: plain values with visible defaults, stored by
 `build_model` in `model.settings` so that a checkpoint can rebuild the same model.
@@ -89,7 +89,7 @@ class GenerativeModel(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+    def sample(self, n: int, labels: Tensor | None = None, rng: torch.Generator | None = None,
                **options: Any) -> Tensor:
         """`n` images in [-1, 1], shape (n, 1, H, W). Conditional models take `labels` (n,)."""
         raise NotImplementedError

@@ -80,10 +80,10 @@ class GAN(AdversarialModel):
         self.generator = mlp_generator(latent_dim, hidden, image_size)
         self.discriminator = mlp_discriminator(image_size, hidden[::-1], dropout, mbstd)
 
-    def generate(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+    def generate(self, n: int, labels: Tensor | None = None, rng: torch.Generator | None = None,
                  **options: Any) -> tuple[Tensor, None]:
         """(G(z) for z ~ N(0, I), no context)."""
-        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        z = torch.randn(n, self.latent_dim, generator=rng, device=self.device)
         return self.generator(z), None
 
     def discriminate(self, x: Tensor) -> tuple[Tensor, None]:

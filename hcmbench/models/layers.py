@@ -145,8 +145,8 @@ def sample_distance(model, val_batches: Iterable[tuple[Tensor, Tensor]], seed: i
     images, labels = zip(*batches)
     real = torch.cat(images).to(model.device).float()
     label = torch.cat(labels).to(model.device) if model.conditional else None
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    fake = model.sample(len(real), label, generator=generator).float()
+    rng = torch.Generator(device=model.device).manual_seed(seed)
+    fake = model.sample(len(real), label, rng=rng).float()
     pool = real.shape[-1] // pooled_size
     flat = lambda t: F.avg_pool2d(t, pool).flatten(1) if pool > 1 else t.flatten(1)  # noqa: E731
     return float(energy_distance(flat(real), flat(fake)))

@@ -40,9 +40,9 @@ class NoiseModel(GenerativeModel):
         self.settings = {"image_size": SIZE, "num_classes": num_classes}
         self.anchor = nn.Parameter(torch.zeros(1))  # gives the model a device
 
-    def sample(self, n, labels=None, generator=None, **options):
+    def sample(self, n, labels=None, rng=None, **options):
         self.check_labels(n, labels)
-        return torch.rand(n, 1, SIZE, SIZE, generator=generator) * 2 - 1
+        return torch.rand(n, 1, SIZE, SIZE, generator=rng) * 2 - 1
 
 
 def noise_generator(groups: tuple[str, ...] = ("HCM",), classes: list[str] | None = None) -> LoadedGenerator:

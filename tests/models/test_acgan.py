@@ -58,8 +58,8 @@ def test_samples_approach_the_batch(trained):
 def test_honours_labels(trained):
     model = trained[0]
     g = torch.Generator().manual_seed(1)
-    dark = model.sample(16, torch.zeros(16, dtype=torch.long), generator=g).mean().item()
-    bright = model.sample(16, torch.ones(16, dtype=torch.long), generator=g).mean().item()
+    dark = model.sample(16, torch.zeros(16, dtype=torch.long), rng=g).mean().item()
+    bright = model.sample(16, torch.ones(16, dtype=torch.long), rng=g).mean().item()
     assert dark < -0.2 and bright > 0.2
     assert bright - dark > 0.6
 

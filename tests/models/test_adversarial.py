@@ -175,13 +175,13 @@ def test_augmentation_is_applied_in_training_only(monkeypatch):
     model = build("dcgan", augment="cutout,color")
     train(model, 1)
     assert calls == [("cutout", "color")] * 3  # real, fake for D, fake for G
-    model.sample(4, generator=torch.Generator().manual_seed(0))
+    model.sample(4, rng=torch.Generator().manual_seed(0))
     model.validation_score([batch()])
     assert len(calls) == 3
     # Augmentation changes what D sees, not what the model samples.
     plain = build("dcgan", augment="")
-    assert torch.equal(plain.sample(4, generator=torch.Generator().manual_seed(0)),
-                       build("dcgan").sample(4, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(plain.sample(4, rng=torch.Generator().manual_seed(0)),
+                       build("dcgan").sample(4, rng=torch.Generator().manual_seed(0)))
 
 
 # -- minibatch standard deviation -----------------------------------------------------------------

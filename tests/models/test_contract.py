@@ -189,7 +189,7 @@ def test_builds_trains_and_samples_at_every_size(variant, size):
     assert model.settings["image_size"] == size
     logs = model.training_step(batch(2, size), model.configure_optimizers(TrainConfig()))
     assert logs and all(math.isfinite(v) for v in logs.values())
-    images = model.sample(2, labels_for(model, 2), generator=seeded(0), **FAST_SAMPLE.get(name, {}))
+    images = model.sample(2, labels_for(model, 2), rng=seeded(0), **FAST_SAMPLE.get(name, {}))
     assert images.shape == (2, 1, size, size) and torch.isfinite(images).all()
 
 
@@ -198,7 +198,7 @@ def test_sample_contract(trained):
     before = state(model)
     for options in SAMPLE_OPTIONS.get(VARIANTS[variant][0], [{}]):
         labels = labels_for(model, 4)
-        draw = lambda seed, labels=labels: model.sample(4, labels, generator=seeded(seed), **options)  # noqa: E731
+        draw = lambda seed, labels=labels: model.sample(4, labels, rng=seeded(seed), **options)  # noqa: E731
         model.train()
         images = draw(1)
         assert model.training, options  # sampling runs in eval mode, then restores the mode ...
@@ -223,11 +223,11 @@ def test_labels_are_checked(trained):
         # None, too few, a class beyond num_classes, a negative class.
         for labels in (None, torch.tensor([0, 1]), torch.tensor([0, 1, NUM_CLASSES]), torch.tensor([-1, 0, 1])):
             with pytest.raises(HcmbenchError):
-                model.sample(3, labels, generator=seeded(0), **options)
-        assert model.sample(3, torch.tensor([0, 1, NUM_CLASSES - 1]), generator=seeded(0), **options).shape[0] == 3
+                model.sample(3, labels, rng=seeded(0), **options)
+        assert model.sample(3, torch.tensor([0, 1, NUM_CLASSES - 1]), rng=seeded(0), **options).shape[0] == 3
     else:  # even though built with num_classes = 3
         with pytest.raises(HcmbenchError, match="unconditional"):
-            model.sample(3, torch.tensor([0, 1, 2]), generator=seeded(0), **options)
+            model.sample(3, torch.tensor([0, 1, 2]), rng=seeded(0), **options)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -238,7 +238,7 @@ def test_unknown_sample_options_raise(variant):
     assert declared <= offered and set(model.preview_options) <= declared
     for option in sorted(offered - declared):
         with pytest.raises(HcmbenchError, match=re.escape(option)):
-            model.sample(2, labels_for(model, 2), generator=seeded(0), **{option: OPTION_VALUES.get(option, 0.5)})
+            model.sample(2, labels_for(model, 2), rng=seeded(0), **{option: OPTION_VALUES.get(option, 0.5)})
     for option in declared:  # the declared ones are parameters of `sample`
         parameters = inspect.signature(model.sample).parameters
         assert option in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
@@ -287,7 +287,7 @@ def test_training_step_under_bfloat16_autocast(variant):
     options = FAST_SAMPLE.get(VARIANTS[variant][0], {})
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logs = model.training_step(batch(), opts)
-        images = model.sample(2, labels_for(model, 2), generator=seeded(0), **options)
+        images = model.sample(2, labels_for(model, 2), rng=seeded(0), **options)
     expected = expected_losses(variant, 1.0)
     assert expected is None or set(logs) == expected
     assert all(type(v) is float and math.isfinite(v) for v in logs.values()), logs
@@ -301,7 +301,7 @@ def test_state_dict_round_trip_gives_identical_samples(trained):
     assert fresh.settings == model.settings
     labels = labels_for(model, 4)
     all_options = SAMPLE_OPTIONS.get(VARIANTS[variant][0], [{}])
-    draw = lambda m, options: m.sample(4, labels, generator=seeded(5), **options)  # noqa: E731
+    draw = lambda m, options: m.sample(4, labels, rng=seeded(5), **options)  # noqa: E731
     assert not torch.equal(draw(fresh, all_options[0]), draw(model, all_options[0]))  # loading makes them equal
     fresh.load_state_dict(model.state_dict())
     for options in all_options:
@@ -334,7 +334,7 @@ def test_the_engine_preview_options_sample(trained):
     """The engine draws its epoch grids with `preview_options`; they must suit the model's own settings
     (the small DDPM has 5 timesteps, fewer than the 100 its previews use by default)."""
     _, model = trained
-    images = model.sample(3, labels_for(model, 3), generator=seeded(0), **model.preview_options)
+    images = model.sample(3, labels_for(model, 3), rng=seeded(0), **model.preview_options)
     assert images.shape == (3, 1, 32, 32) and torch.isfinite(images).all()
 
 

@@ -35,7 +35,7 @@ class MeanImage(GenerativeModel):
     def validation_score(self, val_batches):
         return float(sum((x - self.mean).pow(2).mean() for x, _ in val_batches))
 
-    def sample(self, n, labels=None, generator=None, **options):
+    def sample(self, n, labels=None, rng=None, **options):
         return self.mean.expand(n, -1, -1, -1).clamp(-1, 1)
 
 

@@ -38,15 +38,15 @@ class SliceClassifier(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
-def augment(x: Tensor, generator: torch.Generator) -> Tensor:
+def augment(x: Tensor, rng: torch.Generator) -> Tensor:
     """Classic augmentation of a batch (B, 1, S, S) in [0, 1]: random horizontal and vertical flips,
     a rotation of up to ±10° (bilinear, zero outside), gain 0.9–1.1 and offset ±0.05, clamped to [0, 1].
     The random draws come from the CPU `generator`, so a seed fixes them on any device."""
     n = len(x)
-    flips = torch.randint(0, 2, (2, n), generator=generator).float() * -2 + 1  # ±1 per axis
-    angle = torch.deg2rad((torch.rand(n, generator=generator) * 2 - 1) * ROTATION_DEG)
-    gain = GAIN[0] + (GAIN[1] - GAIN[0]) * torch.rand(n, generator=generator)
-    offset = (torch.rand(n, generator=generator) * 2 - 1) * OFFSET
+    flips = torch.randint(0, 2, (2, n), generator=rng).float() * -2 + 1  # ±1 per axis
+    angle = torch.deg2rad((torch.rand(n, generator=rng) * 2 - 1) * ROTATION_DEG)
+    gain = GAIN[0] + (GAIN[1] - GAIN[0]) * torch.rand(n, generator=rng)
+    offset = (torch.rand(n, generator=rng) * 2 - 1) * OFFSET
     cos, sin = torch.cos(angle), torch.sin(angle)
     zero = torch.zeros(n)
     # output → input coordinates: rotation after a flip of each axis (x: columns, y: rows)
