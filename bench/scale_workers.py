@@ -3,7 +3,7 @@
     python bench/scale_workers.py [--model dcgan] [--trials 8] [--epochs 3] [--data ROOT]
                                   [--storage postgresql://…]   # default: a fresh SQLite file per run
 
-Each run is a fresh study of `--trials` trials of `--model`'s search space (sweeps/<model>.yaml) with
+Each run is a fresh study of `--trials` trials of `--model`'s shipped search space with
 pruning switched off, so that both runs do the same work: `hcmbench sweep` alone, then `hcmbench sweep`
 plus one `hcmbench worker`, every process with OMP_NUM_THREADS=1. Before timing, a one-trial study
 prepares the data and the scoring feature space in a shared cache, so neither timed run pays for them.
@@ -26,7 +26,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from hcmbench.sweep import default_space_path
+from hcmbench.sweep import space_text
 
 
 def hcmbench(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Popen:
@@ -73,7 +73,7 @@ def main() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     work = Path(tempfile.mkdtemp(prefix="hcmbench-scale-"))
-    space = yaml.safe_load(default_space_path(args.model).read_text())
+    space = yaml.safe_load(space_text(args.model))
     space.setdefault("budget", {})["pruner"] = "none"  # equal work in both runs
     space_path = work / f"{args.model}.yaml"
     space_path.write_text(yaml.safe_dump(space))

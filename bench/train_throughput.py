@@ -31,8 +31,8 @@ from torch import nn
 from rich.table import Table
 
 from hcmbench.checkpoints import resolve_device
-from hcmbench.config import TrainConfig
-from hcmbench.models.base import available_models, build_model
+from hcmbench.config import TrainConfig, tuples
+from hcmbench.models.registry import available_models, build_model
 
 
 def _sync(device: torch.device) -> None:
@@ -148,11 +148,11 @@ def paired_images_per_second(steps: dict, batch_size: int, rounds: int, per_roun
 def sampling_seconds(size: int, device: torch.device, sampler: str, steps: int, settings: dict, n: int = 64) -> float:
     torch.manual_seed(0)
     model = build_model("ddpm", image_size=size, **settings).to(device).eval()
-    generator = torch.Generator(device=device).manual_seed(0)
-    model.sample(2, generator=generator, sampler="ddim", steps=2)  # warm-up
+    rng = torch.Generator(device=device).manual_seed(0)
+    model.sample(2, rng=rng, sampler="ddim", steps=2)  # warm-up
     _sync(device)
     start = time.perf_counter()
-    model.sample(n, generator=generator, sampler=sampler, steps=steps)
+    model.sample(n, rng=rng, sampler=sampler, steps=steps)
     _sync(device)
     return time.perf_counter() - start
 
@@ -205,11 +205,11 @@ def training_tables(args: argparse.Namespace, device: torch.device, console: Con
 def sampling_table(args: argparse.Namespace, device: torch.device, console: Console) -> None:
     import yaml
 
-    from hcmbench.models.base import model_preset
+    from hcmbench.models.registry import model_preset
 
     preset = {} if args.sampling_preset == "none" else dict(model_preset("ddpm", args.sampling_preset).model)
     given = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.sampling_set)}
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in {**preset, **given}.items()}
+    settings = tuples({**preset, **given})
     ancestral = sampling_seconds(args.size, device, "ddpm", args.ddpm_steps, settings) * 1000 / args.ddpm_steps
     rows = [("DDPM ancestral" + ("" if args.ddpm_steps == 1000 else f" (extrapolated from {args.ddpm_steps} steps)"),
              1000, ancestral),

@@ -17,10 +17,11 @@ from typing import Any
 
 import torch
 
-from hcmbench.config import DataConfig
+from hcmbench.atomic import atomic_path
+from hcmbench.config import DataConfig, tuples
 from hcmbench.errors import HcmbenchError
-from hcmbench.io import atomic_path
-from hcmbench.models.base import GenerativeModel, build_model
+from hcmbench.models.base import GenerativeModel
+from hcmbench.models.registry import build_model
 
 FORMAT = 1
 
@@ -77,7 +78,7 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu", use_ema
 
 def data_config_of(state: dict[str, Any]) -> DataConfig:
     """The DataConfig a checkpoint's model was trained on (lists in the file become tuples again)."""
-    return DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["data_config"].items()})
+    return DataConfig(**tuples(state["data_config"]))
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,9 +14,18 @@ from hcmbench.errors import HcmbenchError
 T = TypeVar("T")
 
 
+SIZES = (32, 64, 128)  # the slice sizes in pixels that the data, every model and the feature space support
+
+
+def check_size(size: int, what: str = "size") -> None:
+    """Refuse a slice size hcmbench does not support, in one line."""
+    if size not in SIZES:
+        raise HcmbenchError(f"{what} {size} is not supported: use {', '.join(map(str, SIZES))}")
+
+
 @dataclass(frozen=True)
 class DataConfig:
-    """What slices to take from an ACDC-layout dataset and how to preprocess them (DESIGN.md).
+    """What slices to take from an ACDC-layout dataset and how to preprocess them (docs/design.md).
 
     Every field enters the preprocessing cache key, so changing any of them re-preprocesses.
     """
@@ -33,8 +42,7 @@ class DataConfig:
     split_seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.size not in (32, 64, 128):
-            raise HcmbenchError(f"size {self.size} is not supported: use 32, 64 or 128")
+        check_size(self.size)
         if self.fov_mm <= 0:
             raise HcmbenchError(f"fov_mm must be positive, got {self.fov_mm}")
         low, high = self.clip_percentiles
@@ -53,6 +61,12 @@ class DataConfig:
                                     "(every frame of the _4d cine files)")
 
 
+def setting(default: Any, help: str, cli: bool = True) -> Any:
+    """A settings field declared once: its default and what it means, which `hcmbench train --help`
+    shows (`cli=False` keeps it off the command line)."""
+    return field(default=default, metadata={"help": help, "cli": cli})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How the engine trains any model. Defaults are the study's: Adam, lr 2e-4, betas (0.5, 0.999),
@@ -66,31 +80,28 @@ class TrainConfig:
     that runs and sweep trials compare across datasets. Counted in epochs, that happens every epoch.
     """
 
-    epochs: int | None = None
-    kimg: float | None = None
-    minutes: float | None = None
-    tick_kimg: float = 1.0
-    batch_size: int = 32
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    # Early stopping: stop after `patience` epochs without the validation score improving by min_delta.
-    patience: int = 10
-    min_delta: float = 0.0
-    seed: int = 0
-    device: str = "auto"
-    # bf16 autocast on CUDA (no loss scaling needed); ignored on CPU and MPS.
-    mixed_precision: bool = True
-    grad_clip: float | None = None
-    # Exponential moving average of the weights, used for sampling and validation; 0 turns it off.
-    ema_decay: float = 0.999
-    # GAN family: R1 gradient-penalty weight and one-sided label smoothing (real target 1 - s).
-    gp_weight: float = 1.0
-    label_smoothing: float = 0.1
-    # Write a sample grid every `sample_every` epochs (and after the last); 0 only at the end.
-    sample_every: int = 5
-    grid_size: int = 64
-    # Cap on optimisation steps per epoch (None: the whole training split), for quick runs and tests.
-    max_steps_per_epoch: int | None = None
+    epochs: int | None = setting(None, "Budget in passes over the training slices. Default: the model's (100; 115 "
+                                          "for ddpm) unless kimg or minutes is given.")
+    kimg: float | None = setting(None, "Budget in thousands of images shown to the model, whatever the dataset's "
+                                       "size (not with epochs).")
+    minutes: float | None = setting(None, "Wall-clock cap on training: alone, or with epochs/kimg (whichever ends "
+                                          "first).")
+    tick_kimg: float = setting(1.0, "Counted in images: validate, checkpoint and draw every this many kimg.")
+    batch_size: int = setting(32, "Images per optimisation step.")
+    lr: float = setting(2e-4, "Adam learning rate.")
+    betas: tuple[float, float] = setting((0.5, 0.999), "Adam's betas.", cli=False)
+    patience: int = setting(10, "Early stopping: rounds (epochs, or ticks) without the validation score improving "
+                                "by min_delta.")
+    min_delta: float = setting(0.0, "Early stopping: the least improvement that counts.")
+    seed: int = setting(0, "Seeds everything: same seed, same run.")
+    device: str = setting("auto", "auto, cpu, cuda[:N] or mps.")
+    mixed_precision: bool = setting(True, "bf16 autocast on CUDA (no loss scaling needed); ignored on CPU and MPS.")
+    grad_clip: float | None = setting(None, "Clip the gradient norm to this (default: no clipping).")
+    ema_decay: float = setting(0.999, "Exponential moving average of the weights, used for sampling and "
+                                      "validation (0: off).")
+    sample_every: int = setting(5, "Write a sample grid every N rounds (and after the last); 0: only at the end.")
+    grid_size: int = setting(64, "Images in each sample grid.")
+    max_steps_per_epoch: int | None = setting(None, "Cap on optimisation steps per epoch (quick runs and tests).")
 
     @property
     def counts_images(self) -> bool:
@@ -111,13 +122,16 @@ class TrainConfig:
             (self.kimg is None or self.kimg > 0, f"kimg must be positive, got {self.kimg}"),
             (self.minutes is None or self.minutes > 0, f"minutes must be positive, got {self.minutes}"),
             (self.tick_kimg > 0, f"tick_kimg must be positive, got {self.tick_kimg}"),
-            (self.batch_size >= 1, f"batch_size must be at least 1, got {self.batch_size}"),
+            (self.batch_size >= 2, f"batch_size must be at least 2 (batch norm needs two images), got {self.batch_size}"),
             (self.lr > 0, f"lr must be positive, got {self.lr}"),
             (all(0 <= b < 1 for b in self.betas) and len(self.betas) == 2, f"betas must be two values in [0, 1), got {self.betas}"),
             (self.patience >= 1, f"patience must be at least 1, got {self.patience}"),
+            (self.min_delta >= 0, f"min_delta must be non-negative, got {self.min_delta}"),
+            (self.sample_every >= 0, f"sample_every must be non-negative, got {self.sample_every}"),
+            (self.grid_size >= 1, f"grid_size must be at least 1, got {self.grid_size}"),
+            (self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+             f"max_steps_per_epoch must be at least 1, got {self.max_steps_per_epoch}"),
             (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
-            (0 <= self.label_smoothing < 0.5, f"label_smoothing must be in [0, 0.5), got {self.label_smoothing}"),
-            (self.gp_weight >= 0, f"gp_weight must be non-negative, got {self.gp_weight}"),
             (self.grad_clip is None or self.grad_clip > 0, f"grad_clip must be positive, got {self.grad_clip}"),
             (self.device in ("auto", "cpu", "cuda", "mps") or self.device.startswith("cuda:"),
              f"device must be auto, cpu, cuda[:N] or mps, got {self.device!r}"),
@@ -128,6 +142,15 @@ class TrainConfig:
 
 
 BUDGET = ("epochs", "kimg", "minutes")
+# TrainConfig fields that became settings of the GAN family's models (checkpoints and studies made
+# before carry them among the training settings; `engine.resume` hands them to the model).
+MOVED_TO_MODELS = ("gp_weight", "label_smoothing")
+
+
+def tuples(values: dict[str, Any]) -> dict[str, Any]:
+    """A mapping's list values as tuples: settings read from YAML or JSON then compare and hash like the
+    dataclass defaults (which are tuples)."""
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
 
 
 def layered_train_config(defaults: dict[str, Any], preset: dict[str, Any], explicit: dict[str, Any]) -> TrainConfig:
@@ -140,7 +163,7 @@ def layered_train_config(defaults: dict[str, Any], preset: dict[str, Any], expli
         preset = {k: v for k, v in preset.items() if k not in BUDGET}
         defaults = {k: v for k, v in defaults.items() if k not in BUDGET or k in explicit}
     values = {**defaults, **preset, **explicit}
-    return TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    return TrainConfig(**tuples(values))
 
 
 def cache_dir() -> Path:
@@ -160,8 +183,7 @@ def with_overrides(config: T, overrides: dict[str, Any]) -> T:
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise HcmbenchError(f"unknown setting(s) {', '.join(unknown)} for {type(config).__name__}")
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
-    return dataclasses.replace(config, **values)  # type: ignore[type-var]
+    return dataclasses.replace(config, **tuples(overrides))  # type: ignore[type-var]
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -28,9 +28,10 @@ import torch
 from torch import Tensor
 
 from hcmbench.checkpoints import data_config_of, read_checkpoint, resolve_device, save_checkpoint
-from hcmbench.config import DataConfig, TrainConfig
+from hcmbench.config import MOVED_TO_MODELS, DataConfig, TrainConfig
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import GenerativeModel, build_model
+from hcmbench.models.base import GenerativeModel
+from hcmbench.models.registry import build_model, model_defaults
 from hcmbench.plots import save_image_grid, save_loss_plot
 
 
@@ -245,7 +246,9 @@ class Trainer:
         """Load last.pt into the trainer; returns its epoch and whether that run had stopped early."""
         path = self.checkpoint_dir / "last.pt"
         state = read_checkpoint(path, map_location=self.device)
-        if state["model"] != self.model.name or state["settings"] != self.model.settings:
+        # settings that a run from before MOVED_TO_MODELS did not keep among the model's compare as equal
+        current = {k: v for k, v in self.model.settings.items() if k in state["settings"] or k not in MOVED_TO_MODELS}
+        if state["model"] != self.model.name or state["settings"] != current:
             raise HcmbenchError(f"{path}: holds a {state['model']} run with other settings; cannot resume it here")
         self.model.load_state_dict(state["state_dict"])
         if self.ema is not None and state.get("ema_state_dict") is not None:
@@ -337,13 +340,13 @@ class Trainer:
     def draw_samples(self, epoch: int) -> Path:
         """Write `samples/epoch_NNN.png` from a fixed seed (so grids of different epochs compare)."""
         model, n = self.sampling_model, self.config.grid_size
-        generator = torch.Generator(device=self.device).manual_seed(self.config.seed + 2_718)
+        rng = torch.Generator(device=self.device).manual_seed(self.config.seed + 2_718)
         labels = None
         if model.conditional:
             classes = max(1, model.settings.get("num_classes", 1))
             labels = (torch.arange(n, device=self.device) * classes // n).long()
         with torch.no_grad():
-            images = model.sample(n, labels, generator=generator, **model.preview_options).float().cpu()
+            images = model.sample(n, labels, rng=rng, **model.preview_options).float().cpu()
         path = save_image_grid(images, self.out_dir / "samples" / f"epoch_{epoch:03d}.png")
         self._emit("on_samples", SamplesDrawn(epoch, path, images))
         return path
@@ -453,7 +456,12 @@ def resume(out_dir: str | Path, epochs: int | None = None, data_root: str | Path
 
     state = read_checkpoint(Path(out_dir) / "checkpoints" / "last.pt")
     data_config = data_config_of(state)
-    before = TrainConfig(**state["train_config"])
+    saved, settings = dict(state["train_config"]), dict(state["settings"])
+    for name in MOVED_TO_MODELS:  # a run from before they were model settings: they go to the model
+        value = saved.pop(name, None)
+        if value is not None and name in model_defaults(state["model"]):
+            settings.setdefault(name, value)
+    before = TrainConfig(**saved)
     if epochs is not None and before.counts_images:
         raise HcmbenchError(f"{out_dir}: the run counts its budget in images: extend it with kimg, not epochs")
     if kimg is not None and not before.counts_images:
@@ -464,7 +472,6 @@ def resume(out_dir: str | Path, epochs: int | None = None, data_root: str | Path
     if slices.key != state["data_key"]:
         raise HcmbenchError(f"{out_dir}: the data differ from those the run started on; cannot resume")
     train_set, val_set = SliceDataset(slices, "train"), SliceDataset(slices, "val")
-    settings = dict(state["settings"])
     model = build_model(state["model"], image_size=settings.pop("image_size"), num_classes=settings.pop("num_classes"),
                         **settings)
     metadata = {k: state[k] for k in ("classes", "label_by", "data_config", "data_root", "data_key")}

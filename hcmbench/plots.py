@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hcmbench.io import atomic_path
+from hcmbench.atomic import atomic_path
 
 
 def to_uint8(images: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -65,7 +65,7 @@ def save_loss_plot(history: list[dict], path: str | Path, title: str = "") -> Pa
     right.set(xlabel=unit, ylabel="validation score (lower is better)", title="validation")
     for axis in (left, right):
         axis.grid(alpha=0.3)
-    return _save_figure(fig, path, title, dpi=100)
+    return save_figure(fig, path, title, dpi=100)
 
 
 def save_side_by_side(panels: list[tuple[str, torch.Tensor | np.ndarray]], path: str | Path, title: str = "") -> Path:
@@ -80,10 +80,10 @@ def save_side_by_side(panels: list[tuple[str, torch.Tensor | np.ndarray]], path:
         axis.imshow(to_uint8(np.asarray(image).reshape(1, *np.asarray(image).shape[-2:]))[0], cmap="gray", vmin=0, vmax=255)
         axis.set_title(name, fontsize=10)
         axis.axis("off")
-    return _save_figure(fig, path, title, dpi=120, fontsize=10)
+    return save_figure(fig, path, title, dpi=120, fontsize=10)
 
 
-def _save_figure(fig, path: str | Path, title: str, dpi: int, fontsize: float | None = None) -> Path:
+def save_figure(fig, path: str | Path, title: str, dpi: int, fontsize: float | None = None) -> Path:
     """Title, lay out and write a matplotlib figure as a PNG atomically, then free it."""
     import matplotlib.pyplot as plt
 

@@ -32,6 +32,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         self.generator = load_generator(context.artifacts["checkpoint"], device=resolve_device("auto"))
 
     def predict(self, context, model_input, params=None):  # no type hints: MLflow would read them as a schema
+        from hcmbench.intensity import to_unit_range
         from hcmbench.sampling import draw
 
         request = dict(params or {})
@@ -44,7 +45,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
         seed = int(request.pop("seed", 0))
         options = {k: int(v) if k == "steps" else v for k, v in request.items()}
         images, _ = draw(self.generator, n, label, seed, options=options)
-        return ((images[:, 0] + 1) / 2).clamp(0, 1).numpy()
+        return to_unit_range(images[:, 0]).numpy()
 
 
 mlflow.models.set_model(GeneratorModel())

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from hcmbench.atomic import atomic_folder
 from hcmbench.checkpoints import LoadedGenerator
 from hcmbench.errors import HcmbenchError
-from hcmbench.io import atomic_folder
+from hcmbench.intensity import to_unit_range
 from hcmbench.plots import to_uint8
 
 
@@ -59,7 +60,7 @@ def draw(
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
         batch_labels = labels[start:start + count].to(model.device) if labels is not None else None
-        chunks.append(model.sample(count, batch_labels, generator=rng, **options).float().cpu())
+        chunks.append(model.sample(count, batch_labels, rng=rng, **options).float().cpu())
         if progress is not None:
             progress(start + count, n)
     return torch.cat(chunks), labels
@@ -78,6 +79,6 @@ def write_samples(out: str | Path, images: torch.Tensor, labels: torch.Tensor | 
         for i, tile in enumerate(pixels):
             Image.fromarray(tile).save(tmp / f"sample_{i:05d}.png")
         label_array = labels.numpy() if labels is not None else np.full(len(pixels), -1)
-        np.savez_compressed(tmp / "samples.npz", images=((images[:, 0].numpy() + 1) / 2).astype(np.float32),
+        np.savez_compressed(tmp / "samples.npz", images=to_unit_range(images[:, 0].numpy()),
                             labels=label_array, classes=np.array(classes, dtype=str))
     return Path(out)

@@ -37,9 +37,10 @@ import numpy as np
 import torch
 
 from hcmbench import __version__
+from hcmbench.atomic import atomic_folder
 from hcmbench.config import DataConfig
 from hcmbench.errors import HcmbenchError
-from hcmbench.io import atomic_folder
+from hcmbench.intensity import to_unit_range
 
 FORMATS: tuple[str, ...] = ("nifti", "png", "npz")
 INTENSITY_SCALE = 1000  # int16 value of a pixel of 1.0
@@ -151,10 +152,8 @@ def plan_patients(labels: np.ndarray | torch.Tensor | None, n: int, classes: lis
 
 def _pixels01(images: torch.Tensor | np.ndarray) -> np.ndarray:
     """Images in [-1, 1], (n, 1, S, S) or (n, S, S), as float32 (n, S, S) in [0, 1] (as samples.npz holds)."""
-    array = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, np.float32)
-    if array.ndim == 4:
-        array = array[:, 0]
-    return ((array + 1) / 2).astype(np.float32)
+    array = to_unit_range(images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else images)
+    return array[:, 0] if array.ndim == 4 else array
 
 
 def _write_npz(path: Path, pixels: np.ndarray, labels: np.ndarray | None, classes: list[str]) -> None:

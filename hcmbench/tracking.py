@@ -275,6 +275,37 @@ def end_orphans(mlflow_client, experiment_id: str, study: str, states: dict[int,
     return count
 
 
+def study_parent_run(mlflow_client, experiment_id: str, model: str, study: str, tags: dict[str, str],
+                     params: dict[str, Any]) -> str:
+    """A sweep's parent run: found by its study tag when the study is continued, else created with
+    `tags` and the (nested) `params`."""
+    found = mlflow_client.search_runs([experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{study}' and "
+                                      f"tags.`{ROLE_TAG}` = 'study'", max_results=1)
+    if found:
+        run_id = found[0].info.run_id
+        mlflow_client.update_run(run_id, status="RUNNING")
+        return run_id
+    run = mlflow_client.create_run(experiment_id, run_name=study, tags={
+        STUDY_TAG: study, ROLE_TAG: "study", MODEL_TAG: model, **tags})
+    for key, value in flatten_params(params).items():
+        mlflow_client.log_param(run.info.run_id, key, value)
+    return run.info.run_id
+
+
+def finish_study_run(mlflow_client, run_id: str, best: tuple[int | None, float | None, dict[str, Any]],
+                     plots: list[Path], status: str) -> None:
+    """A sweep's parent run gets the best trial (number, value, parameters), Optuna's plots, then its status."""
+    number, value, params = best
+    if number is not None:
+        mlflow_client.log_metric(run_id, "best/value", value)
+        mlflow_client.set_tag(run_id, "hcmbench.best_trial", str(number))
+        for key, item in params.items():
+            mlflow_client.set_tag(run_id, f"best.{key}", str(item))
+    for path in plots:
+        mlflow_client.log_artifact(run_id, str(path), "optuna")
+    mlflow_client.set_terminated(run_id, status=status)
+
+
 # -- finding the best run ---------------------------------------------------------------------------------
 
 def metric_key(metric: str) -> str:
@@ -288,7 +319,7 @@ def best_run(mlflow_client, model: str, metric: str = "fid") -> Any:
     key = metric_key(metric)
     if experiment is None:
         raise HcmbenchError(f"no runs of {model} at {tracking_uri()}: run `hcmbench sweep --model {model}` first")
-    from hcmbench.evaluation.report import DIRECTIONS
+    from hcmbench.metric_names import DIRECTIONS
 
     order = "ASC" if DIRECTIONS.get(metric.split("/")[-1], "minimize") == "minimize" else "DESC"
     runs = mlflow_client.search_runs([experiment.experiment_id],
@@ -302,7 +333,7 @@ def best_run(mlflow_client, model: str, metric: str = "fid") -> Any:
 
 def best_runs(models: list[str] | None = None, metric: str = "fid") -> dict[str, Any]:
     """{model: its best finished run} for `models`, or for every model with a finished run when None."""
-    from hcmbench.models.base import available_models
+    from hcmbench.models.registry import available_models
 
     mlflow_client = client()
     if models is None:

@@ -81,3 +81,15 @@ def trained_feature_space(root: Path, data, config, tmp_path_factory):
         extractor = load_feature_extractor(root, data, config)
         slices = load_slices(root, dataclasses.replace(data, groups=GROUPS))
     return extractor, slices
+
+
+# What a test needs beyond this machine, as markers (`pytest -m "not postgres"`), set from the fixtures it
+# uses so that no test can forget its marker; the fixtures still skip when the resource is missing.
+NEEDS = {"acdc_root": "real_data", "postgres": "postgres", "mlflow_server": "postgres"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, marker in NEEDS.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)

@@ -79,6 +79,7 @@ def test_the_image_installs_what_the_containers_run():
         assert set(compose(override)["services"]) == {"sweep", "worker"}
 
 
+@pytest.mark.docker
 @pytest.mark.skipif(shutil.which("docker") is None or subprocess.run(
     ["docker", "compose", "version"], capture_output=True).returncode != 0, reason="no docker compose client")
 @pytest.mark.parametrize("overrides", [[], ["compose.acdc.yaml"], ["compose.gpu.yaml"]])

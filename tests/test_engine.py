@@ -65,8 +65,8 @@ def test_checkpoints_load_safely_and_sample_like_the_trainer(phantom_root, tmp_p
     assert state["classes"] == ["HCM", "NOR", "DCM"] and state["label_by"] == "group"
     first = load_generator(result.best_checkpoint).model
     second = load_generator(result.best_checkpoint).model
-    a = first.sample(4, generator=torch.Generator().manual_seed(1))
-    b = second.sample(4, generator=torch.Generator().manual_seed(1))
+    a = first.sample(4, rng=torch.Generator().manual_seed(1))
+    b = second.sample(4, rng=torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
     # sampling uses the EMA weights, which differ from the raw weights after training
     assert not torch.equal(state["ema_state_dict"]["means"], state["state_dict"]["means"])
@@ -97,6 +97,22 @@ def test_resume_continues_at_the_right_epoch_with_identical_results(phantom_root
     assert [e for kind, e in recorder.events if kind == "epoch"] == [3, 4]
     assert [h["losses"] for h in continued.history] == [h["losses"] for h in straight.history]
     assert read_checkpoint(continued.last_checkpoint)["epoch"] == 4
+
+
+def test_a_run_from_before_the_gan_settings_moved_to_the_model_resumes_with_them(phantom_root, tmp_path):
+    """gp_weight and label_smoothing were training settings; a checkpoint that keeps them there still
+    resumes, and the model gets the values the run was started with."""
+    settings = {"latent_dim": 8, "width": 8, "gp_weight": 3.0, "label_smoothing": 0.2}
+    train("dcgan", phantom_root, tmp_path / "run", DATA, quick(epochs=1), settings)
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    for name in ("gp_weight", "label_smoothing"):  # as the run was saved before
+        state["train_config"][name] = state["settings"].pop(name)
+    torch.save(state, last)
+    resumed = resume(tmp_path / "run", epochs=2)
+    after = read_checkpoint(resumed.last_checkpoint)
+    assert after["epoch"] == 2 and (after["settings"]["gp_weight"], after["settings"]["label_smoothing"]) == (3.0, 0.2)
+    assert "gp_weight" not in after["train_config"]
 
 
 def test_a_callback_that_raises_leaves_a_resumable_run(phantom_root, tmp_path):
@@ -130,7 +146,7 @@ def test_conditional_grids_carry_every_class(phantom_root, tmp_path):
     model = load_generator(result.best_checkpoint).model
     assert model.conditional
     labels = torch.tensor([0, 1, 2])
-    means = model.sample(3, labels, generator=torch.Generator().manual_seed(0)).mean(dim=(1, 2, 3))
+    means = model.sample(3, labels, rng=torch.Generator().manual_seed(0)).mean(dim=(1, 2, 3))
     assert len(set(np.round(means.tolist(), 4))) == 3  # one learnt image per class
 
 

@@ -7,7 +7,8 @@ import time
 import torch
 from torch import nn
 
-from hcmbench.models.base import GenerativeModel, Preset, register
+from hcmbench.models.base import GenerativeModel, Preset
+from hcmbench.models.registry import register
 
 
 @register("toy")
@@ -46,7 +47,7 @@ class ToyModel(GenerativeModel):
         total = [((x - self._mean(y, len(x))) ** 2).mean() for x, y in val_batches]
         return float(torch.stack(total).mean())
 
-    def sample(self, n, labels=None, generator=None, **options):
+    def sample(self, n, labels=None, rng=None, **options):
         labels = self.check_labels(n, labels)
-        noise = torch.randn(n, 1, *self.means.shape[-2:], generator=generator, device=self.device)
+        noise = torch.randn(n, 1, *self.means.shape[-2:], generator=rng, device=self.device)
         return (self._mean(labels, n) + self.noise * noise).clamp(-1, 1)

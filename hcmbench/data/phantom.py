@@ -19,9 +19,9 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from hcmbench.atomic import atomic_folder
 from hcmbench.data.acdc import GROUPS, LABEL_BACKGROUND, LABEL_LV, LABEL_MYO, LABEL_RV
 from hcmbench.errors import HcmbenchError
-from hcmbench.io import atomic_folder
 
 SLICE_THICKNESS_MM = 10.0
 # Relative bSSFP signal of each tissue (blood = 1).

@@ -1,4 +1,4 @@
-"""Preprocessing protocol (DESIGN.md): ACDC volumes → normalised, heart-centred 2D slices, cached.
+"""Preprocessing protocol (docs/design.md): ACDC volumes → normalised, heart-centred 2D slices, cached.
 
 Per selected patient and frame: clip intensities per volume to percentiles and scale to [0, 1];
 keep slices whose mask shows myocardium (without a mask, the central share of slices); cut a
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
+from hcmbench.atomic import atomic_path
 from hcmbench.config import DataConfig, cache_dir
 from hcmbench.data.acdc import LABEL_MYO, Dataset, Patient, open_dataset, validate_groups
 from hcmbench.errors import HcmbenchError
-from hcmbench.io import atomic_path
 
 # Bump when the preprocessing code changes what it produces, so that old caches are not reused.
 PREPROCESS_VERSION = 1

@@ -53,8 +53,8 @@ def _gaussian_kernel(sigma: float) -> Tensor:
     return w / w.sum()
 
 
-def add_noise(x: Tensor, sigma: float | Tensor, generator: torch.Generator | None = None) -> Tensor:
-    return (x + sigma * torch.randn(x.shape, generator=generator)).clamp(0, 1)
+def add_noise(x: Tensor, sigma: float | Tensor, rng: torch.Generator | None = None) -> Tensor:
+    return (x + sigma * torch.randn(x.shape, generator=rng)).clamp(0, 1)
 
 
 def blur(x: Tensor, sigma: float) -> Tensor:
@@ -91,14 +91,14 @@ def nearest_up(x: Tensor) -> Tensor:
     return F.interpolate(_down(x), scale_factor=2, mode="nearest")
 
 
-def shuffle_patches(x: Tensor, share: float, generator: torch.Generator | None = None) -> Tensor:
+def shuffle_patches(x: Tensor, share: float, rng: torch.Generator | None = None) -> Tensor:
     """Swap a `share` of the SHUFFLE_GRID × SHUFFLE_GRID patches of each image among themselves."""
     n, _, size, _ = x.shape
     g, p = SHUFFLE_GRID, size // SHUFFLE_GRID
     tiles = x[:, :, :g * p, :g * p].unfold(2, p, p).unfold(3, p, p).reshape(n, g * g, p, p).clone()
     moved = max(2, int(round(share * g * g)))
     for i in range(n):
-        chosen = torch.randperm(g * g, generator=generator)[:moved]
+        chosen = torch.randperm(g * g, generator=rng)[:moved]
         tiles[i, chosen] = tiles[i, chosen[torch.roll(torch.arange(moved), 1)]]  # a cycle: every one moves
     out = x.clone()
     out[:, :, :g * p, :g * p] = tiles.reshape(n, g, g, p, p).permute(0, 1, 3, 2, 4).reshape(n, 1, g * p, g * p)
@@ -122,41 +122,41 @@ KINDS: dict[str, tuple[Callable[[Tensor, float, torch.Generator | None], Tensor]
 }
 
 
-def degrade(images: Tensor, kind: str, parameter: float, generator: torch.Generator | None = None) -> Tensor:
+def degrade(images: Tensor, kind: str, parameter: float, rng: torch.Generator | None = None) -> Tensor:
     """`images` ((n, S, S) or (n, 1, S, S), in [0, 1]) under degradation `kind` at `parameter`, same shape."""
     if kind not in KINDS:
         raise HcmbenchError(f"unknown degradation {kind!r}: choose from {', '.join(KINDS)}")
     x = images.float()
     flat = x.ndim == 3
     x = x.unsqueeze(1) if flat else x
-    out = KINDS[kind][0](x, float(parameter), generator).clamp(0, 1)
+    out = KINDS[kind][0](x, float(parameter), rng).clamp(0, 1)
     return out[:, 0] if flat else out
 
 
 SCALAR_ONLY = ("blur", "shuffle")  # kinds whose parameter must be one number (a kernel size, a patch count)
 
 
-def _apply_each(images: Tensor, name: str, parameters: Tensor, generator: torch.Generator) -> Tensor:
+def _apply_each(images: Tensor, name: str, parameters: Tensor, rng: torch.Generator) -> Tensor:
     """Kind `name` applied to each image at its own parameter: in one call with the parameters as a per-image
     tensor, which the other kinds' arithmetic broadcasts, image by image for `SCALAR_ONLY` kinds."""
     apply = KINDS[name][0]
     if name in SCALAR_ONLY:
-        return torch.cat([apply(images[i:i + 1], float(parameters[i]), generator) for i in range(len(images))])
-    return apply(images, parameters.view(-1, 1, 1, 1), generator)
+        return torch.cat([apply(images[i:i + 1], float(parameters[i]), rng) for i in range(len(images))])
+    return apply(images, parameters.view(-1, 1, 1, 1), rng)
 
 
-def random_degradations(images: Tensor, generator: torch.Generator,
+def random_degradations(images: Tensor, rng: torch.Generator,
                         low: float = 0.15) -> tuple[Tensor, Tensor, Tensor]:
     """Each image (n, 1, S, S) under a random kind at a random severity u in [low, 1]: (degraded, kind index
     into KINDS, severity). Below `low` most kinds are invisible, and calling them unreal would be noise."""
     names = list(KINDS)
-    kinds = torch.randint(len(names), (len(images),), generator=generator)
-    severity = low + (1 - low) * torch.rand(len(images), generator=generator)
+    kinds = torch.randint(len(names), (len(images),), generator=rng)
+    severity = low + (1 - low) * torch.rand(len(images), generator=rng)
     out = torch.empty_like(images)
     for k, name in enumerate(names):
         chosen = (kinds == k).nonzero().flatten()
         if len(chosen):
             to_parameter = KINDS[name][1]
             parameters = torch.tensor([to_parameter(float(u)) for u in severity[chosen]])
-            out[chosen] = _apply_each(images[chosen], name, parameters, generator).clamp(0, 1)
+            out[chosen] = _apply_each(images[chosen], name, parameters, rng).clamp(0, 1)
     return out, kinds, severity

@@ -93,14 +93,14 @@ class Detector(nn.Module):
         return self.head(self.body(x * 2.0 - 1.0).mean(dim=(2, 3))).squeeze(1)
 
 
-def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
+def _augment(x: Tensor, rng: torch.Generator) -> Tensor:
     """Random horizontal and vertical flips and integer shifts of up to ±SHIFT_PX (reflected borders)."""
     n = len(x)
-    flip_h = torch.rand(n, generator=generator) < 0.5
-    flip_v = torch.rand(n, generator=generator) < 0.5
+    flip_h = torch.rand(n, generator=rng) < 0.5
+    flip_v = torch.rand(n, generator=rng) < 0.5
     x = torch.where(flip_h[:, None, None, None], x.flip(3), x)
     x = torch.where(flip_v[:, None, None, None], x.flip(2), x)
-    dy, dx = (int(v) for v in torch.randint(-SHIFT_PX, SHIFT_PX + 1, (2,), generator=generator))
+    dy, dx = (int(v) for v in torch.randint(-SHIFT_PX, SHIFT_PX + 1, (2,), generator=rng))
     size = x.shape[-1]
     padded = F.pad(x, (SHIFT_PX,) * 4, mode="reflect")
     return padded[:, :, SHIFT_PX + dy:SHIFT_PX + dy + size, SHIFT_PX + dx:SHIFT_PX + dx + size]
@@ -134,7 +134,7 @@ def split_halves(count: int, groups: np.ndarray | None, seed: int) -> tuple[np.n
 
 def fit_detector(real: Tensor, candidates: Tensor, config: DetectabilityConfig, seed: int) -> Detector:
     """Train a Detector on real (label 0) against candidate (label 1) images, half of each batch each, seeded."""
-    generator = torch.Generator().manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = Detector(config.width)
@@ -145,9 +145,9 @@ def fit_detector(real: Tensor, candidates: Tensor, config: DetectabilityConfig, 
     net.train()
     running = 0.0
     for step in range(1, config.steps + 1):
-        x = torch.cat([real[torch.randint(len(real), (half,), generator=generator)],
-                       candidates[torch.randint(len(candidates), (half,), generator=generator)]])
-        loss = F.binary_cross_entropy_with_logits(net(_augment(x, generator)), y)
+        x = torch.cat([real[torch.randint(len(real), (half,), generator=rng)],
+                       candidates[torch.randint(len(candidates), (half,), generator=rng)]])
+        loss = F.binary_cross_entropy_with_logits(net(_augment(x, rng)), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -60,12 +60,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hcmbench.config import DataConfig, cache_dir
+from hcmbench.atomic import atomic_path
+from hcmbench.config import DataConfig, cache_dir, check_size
 from hcmbench.data.acdc import Dataset, open_dataset
 from hcmbench.data.slices import SliceSet, load_slices
 from hcmbench.errors import HcmbenchError
 from hcmbench.evaluation.degradations import KINDS, random_degradations
-from hcmbench.io import atomic_path
 
 # Bump when the network, its training or the cache file's layout changes, so that old caches are not reused.
 FORMAT = 4
@@ -126,8 +126,7 @@ class FeatureNet(nn.Module):
     def __init__(self, image_size: int = 64, dim: int = 128, width: int = 32, num_groups: int = 0,
                  phase_head: bool = True, realism_head: bool = True) -> None:
         super().__init__()
-        if image_size not in (32, 64, 128):
-            raise HcmbenchError(f"image size {image_size} is not supported: use 32, 64 or 128")
+        check_size(image_size, "image size")
         layers: list[nn.Module] = [_block(1, width, 2)]
         channels = width
         for _ in range(int(math.log2(image_size // 4)) - 1):
@@ -223,16 +222,16 @@ def _labels(slices: SliceSet, groups: list[str], phases: list[str]) -> tuple[Ten
     return group, phase, torch.from_numpy(slices.slice_position.astype(np.float32))
 
 
-def _augment(x: Tensor, generator: torch.Generator) -> Tensor:
+def _augment(x: Tensor, rng: torch.Generator) -> Tensor:
     """Random integer shifts of ±SHIFT_PX (zero fill) and intensity scaling, per image; x in [0, 1]."""
     n, _, size, _ = x.shape
-    shifts = torch.randint(0, 2 * SHIFT_PX + 1, (2, n), generator=generator)
+    shifts = torch.randint(0, 2 * SHIFT_PX + 1, (2, n), generator=rng)
     padded = F.pad(x[:, 0], (SHIFT_PX,) * 4)
     rows = (torch.arange(size)[None, :] + shifts[0][:, None])[:, :, None]
     cols = (torch.arange(size)[None, :] + shifts[1][:, None])[:, None, :]
     shifted = padded[torch.arange(n)[:, None, None], rows, cols]
     low, high = INTENSITY_SCALE
-    scale = low + (high - low) * torch.rand(n, 1, 1, generator=generator)
+    scale = low + (high - low) * torch.rand(n, 1, 1, generator=rng)
     return (shifted * scale).clamp(0.0, 1.0).unsqueeze(1)
 
 
@@ -245,11 +244,11 @@ def _losses(out: dict[str, Tensor], group: Tensor, phase: Tensor, position: Tens
     return loss
 
 
-def _realism_loss(net: FeatureNet, real: Tensor, out: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+def _realism_loss(net: FeatureNet, real: Tensor, out: dict[str, Tensor], rng: torch.Generator) -> Tensor:
     """Real slices against degraded copies of half of them (a random kind and severity each): is it real,
     how severe is the damage (0 for real), and which kind. The severity target is what makes distances
     in the space grow with the strength of a degradation rather than jump once it is detected."""
-    fake_images, kinds, severity = random_degradations(real[: max(1, len(real) // 2)], generator)
+    fake_images, kinds, severity = random_degradations(real[: max(1, len(real) // 2)], rng)
     fake = net(fake_images)
     logits = torch.cat([out["realism"], fake["realism"]])
     targets = torch.cat([torch.ones(len(real)), torch.zeros(len(fake_images))])
@@ -266,7 +265,7 @@ def _train(train: SliceSet, groups: list[str], phases: list[str], config: Featur
         torch.manual_seed(config.seed)
         net = FeatureNet(train.config.size, config.dim, config.width, len(groups), bool(phases),
                          config.realism_weight > 0)
-    generator = torch.Generator().manual_seed(config.seed + 1)
+    rng = torch.Generator().manual_seed(config.seed + 1)
     images = torch.from_numpy(np.ascontiguousarray(train.images)).unsqueeze(1)
     group, phase, position = _labels(train, groups, phases)
     steps_per_epoch = math.ceil(len(images) / config.batch_size)
@@ -275,14 +274,14 @@ def _train(train: SliceSet, groups: list[str], phases: list[str], config: Featur
         optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.1)
     net.train()
     for epoch in range(config.epochs):
-        order = torch.randperm(len(images), generator=generator)
+        order = torch.randperm(len(images), generator=rng)
         for start in range(0, len(order), config.batch_size):
             idx = order[start:start + config.batch_size]
-            real = _augment(images[idx], generator)
+            real = _augment(images[idx], rng)
             out = net(real)
             loss = _losses(out, group[idx], phase[idx], position[idx], config)
             if net.realism_head is not None:
-                loss = loss + config.realism_weight * _realism_loss(net, real, out, generator)
+                loss = loss + config.realism_weight * _realism_loss(net, real, out, rng)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

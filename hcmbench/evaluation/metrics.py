@@ -1,4 +1,4 @@
-"""Pixel-level similarity (DESIGN.md, "The metrics protocol"): SSIM, Pearson CC and MSE between every
+"""Pixel-level similarity (docs/design.md, "The metrics protocol"): SSIM, Pearson CC and MSE between every
 generated and every reference image, nearest-neighbour matching by SSIM, and within-set diversity.
 
 Images are in [0, 1], shaped (n, H, W) or (n, 1, H, W). SSIM is scikit-image's
@@ -69,9 +69,6 @@ def as_images(images: Tensor | np.ndarray, name: str = "images") -> Tensor:
     return x
 
 
-def from_model_range(images: Tensor) -> Tensor:
-    """Generator output in [−1, 1] mapped to the metrics' range [0, 1]."""
-    return ((images.float() + 1) / 2).clamp(0, 1)
 
 
 # -- the Gaussian window as banded matrices ---------------------------------------------------------

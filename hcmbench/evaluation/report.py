@@ -1,6 +1,6 @@
 """The evaluation table: a generator's figures beside calibration rows computed by the same code.
 
-Rows (DESIGN.md, "The metrics protocol"):
+Rows (docs/design.md, "The metrics protocol"):
 
     model rows                 the generated images
     real train (ceiling)       real training slices: what a perfect generator of the training data would give
@@ -24,12 +24,10 @@ returns training images is flagged at 100 %.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,19 +37,12 @@ import torch
 from hcmbench.errors import HcmbenchError
 from hcmbench.evaluation.detectability import DetectabilityConfig, detectability
 from hcmbench.evaluation.metrics import as_images, mean_pairwise_ssim, nearest_by_ssim, ssim_constants
+from hcmbench.tables import csv_text, markdown_document, number, plus_minus, write_texts
 
 Progress = Callable[[str, int, int], None]
 
 CEILING = "real train (ceiling)"  # the calibration row of real training slices
 REAL_VAL = "real val (new patients)"  # the calibration row of real validation patients: real against real
-
-# Each figure a table row holds, and whether a generator wants it low or high (sweeps and `promote`
-# choose by these; val_score is the model's own validation score, not a table figure).
-DIRECTIONS = {"fid": "minimize", "kid": "minimize", "ssim": "maximize", "cc": "maximize", "mse": "minimize",
-              "precision": "maximize", "recall": "maximize", "density": "maximize", "coverage": "maximize",
-              "memorization": "minimize", "diversity": "minimize", "sample_ms": "minimize", "val_score": "minimize",
-              "detectability": "minimize"}
-
 
 @dataclass(frozen=True)
 class EvaluationConfig:
@@ -129,7 +120,7 @@ class EvaluationTable:
         return any(math.isfinite(r.utility) for r in self.rows)
 
     def model_metrics(self, row: int = 0) -> dict[str, float]:
-        """The tracking names (DESIGN.md) of a model row's figures: eval/ssim, eval/fid, ..."""
+        """The tracking names (docs/design.md) of a model row's figures: eval/ssim, eval/fid, ..."""
         r = self.rows[row]
         names = {"ssim": r.ssim, "cc": r.cc, "mse": r.mse, "fid": r.fid, "kid": r.kid, "precision": r.precision,
                  "recall": r.recall, "density": r.density, "coverage": r.coverage,
@@ -147,48 +138,11 @@ class EvaluationTable:
 
     def write(self, folder: str | Path) -> tuple[Path, Path]:
         """Write table.md and table.csv into `folder` (created), each atomically."""
-        from hcmbench.io import atomic_path
-
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = folder / "table.md", folder / "table.csv"
-        for path, text in zip(paths, (self.to_markdown(), self.to_csv())):
-            with atomic_path(path) as tmp:
-                tmp.write_text(text)
-        return paths
+        markdown, csv_file = write_texts(folder, {"table.md": self.to_markdown(), "table.csv": self.to_csv()})
+        return markdown, csv_file
 
 
 # -- presentation --------------------------------------------------------------------------------
-
-
-def _pm(mean: float, std: float, digits: int = 3, sep: str = " ± ") -> str:
-    return "—" if math.isnan(mean) else f"{mean:.{digits}f}{sep}{std:.{digits}f}"
-
-
-def _num(value: float, digits: int = 3, scale: float = 1.0, suffix: str = "") -> str:
-    return "—" if math.isnan(value) else f"{value * scale:.{digits}f}{suffix}"
-
-
-def csv_text(rows: list[Any], cell: Callable[[str, Any], Any] | None = None) -> str:
-    """Dataclass rows as CSV text, a column per field, at full precision; NaN and None as empty cells.
-    `cell(field, value)` may rewrite a value first."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    names = [f.name for f in fields(rows[0])] if rows else []
-    writer.writerow(names)
-    for row in rows:
-        values = [getattr(row, n) if cell is None else cell(n, getattr(row, n)) for n in names]
-        writer.writerow(["" if v is None or (isinstance(v, float) and math.isnan(v)) else v for v in values])
-    return out.getvalue()
-
-
-def markdown_document(title: str, notes: list[str], header: list[str], body: list[list[str]]) -> str:
-    """A titled Markdown page: the reading notes as a list, then the table."""
-    lines = [f"# {title}", ""]
-    lines += [f"- {note}" for note in notes]
-    lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cells) + " |" for cells in body]
-    return "\n".join(lines) + "\n"
 
 
 def display_rows(table: EvaluationTable, compact: bool = False) -> tuple[list[str], list[list[str]]]:
@@ -203,11 +157,11 @@ def display_rows(table: EvaluationTable, compact: bool = False) -> tuple[list[st
                   "detectability ↓", "FID ↓", "KID×10³ ↓", "precision", "recall", "density", "coverage", "diversity", "ms/image"]
     body = []
     for r in table.rows:
-        body.append([r.name, str(r.n), _pm(r.ssim, r.ssim_std, digits, sep), _pm(r.cc, r.cc_std, digits, sep),
-                     _pm(r.mse, r.mse_std, digits + 1, sep), _num(r.train_ssim), _num(r.memorization, 1, 100, " %"),
-                     _pm(r.detectability, r.detectability_std, 2, sep), _num(r.fid, 2), _pm(r.kid * 1e3, r.kid_std * 1e3, digits - 1, sep), _num(r.precision, 2),
-                     _num(r.recall, 2), _num(r.density, 2), _num(r.coverage, 2), _num(r.diversity, digits),
-                     _num(r.sample_ms, 2)])
+        body.append([r.name, str(r.n), plus_minus(r.ssim, r.ssim_std, digits, sep), plus_minus(r.cc, r.cc_std, digits, sep),
+                     plus_minus(r.mse, r.mse_std, digits + 1, sep), number(r.train_ssim), number(r.memorization, 1, 100, " %"),
+                     plus_minus(r.detectability, r.detectability_std, 2, sep), number(r.fid, 2), plus_minus(r.kid * 1e3, r.kid_std * 1e3, digits - 1, sep), number(r.precision, 2),
+                     number(r.recall, 2), number(r.density, 2), number(r.coverage, 2), number(r.diversity, digits),
+                     number(r.sample_ms, 2)])
     if table.has_utility():  # only once `hcmbench utility` has measured it for these runs
         header.append("utility" if compact else "utility (Δ balanced acc.)")
         for cells, r in zip(body, table.rows):
@@ -280,8 +234,8 @@ def rich_tables(table: EvaluationTable) -> list[Any]:
     header, body = display_rows(table, compact=True)
     header = [re.sub(r" \(range [^)]*\)", "", h) for h in header]  # the range is said in the notes
     out: list[Any] = []
-    for number, (title, names) in enumerate(TERMINAL_TABLES):
-        prefix = f"{table.context.get('title', 'Evaluation')}: " if number == 0 else ""
+    for index, (title, names) in enumerate(TERMINAL_TABLES):
+        prefix = f"{table.context.get('title', 'Evaluation')}: " if index == 0 else ""
         rich = Table(title=prefix + title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
         columns = [header.index(name) for name in names if name in header]
         for i in columns:
@@ -520,7 +474,7 @@ def evaluate_checkpoints(checkpoints: dict[str, str | Path], data_root: str | Pa
     from hcmbench.checkpoints import data_config_of, load_generator, resolve_device
     from hcmbench.data.slices import load_slices
     from hcmbench.evaluation.features import FeatureConfig, load_feature_extractor
-    from hcmbench.evaluation.metrics import from_model_range
+    from hcmbench.intensity import to_unit_range
     from hcmbench.sampling import draw
 
     def report(phase: str) -> Callable[[int, int], None] | None:
@@ -559,7 +513,7 @@ def evaluate_checkpoints(checkpoints: dict[str, str | Path], data_root: str | Pa
             options = {k: v for k, v in options.items() if k in generator.model.sample_options}
         images, ms = timed_draw(lambda: draw(generator, config.n, labels[name], config.seed, options=options,
                                              progress=report(f"Sampling {generator.model.name}"))[0], config.n)
-        generated[name or generator.model.name] = (from_model_range(images), ms)
+        generated[name or generator.model.name] = (to_unit_range(images), ms)
     val = slices.of_split("val")
     train = slices.of_split("train")
     inputs = EvaluationInputs(reference=torch.from_numpy(reference.images), train=torch.from_numpy(train.images),

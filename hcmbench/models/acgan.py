@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.adversarial import CONV_CPU_PRESET, AdversarialModel
-from hcmbench.models.base import register
 from hcmbench.models.layers import ConvDiscriminatorBody, ConvGenerator, dcgan_init_
+from hcmbench.models.registry import register
 
 
 class ACDiscriminator(nn.Module):
@@ -69,8 +69,10 @@ class ACGAN(AdversarialModel):
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 100, width: int = 64,
                  d_norm: str = "batch", aux_weight: float = 1.0, mbstd: bool = False,
-                 augment: str = "none", r1_every: int = 16, lecam_weight: float = 0.0) -> None:
-        super().__init__(augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd)
+                 augment: str = "none", r1_every: int = 16, lecam_weight: float = 0.0, gp_weight: float = 1.0,
+                 label_smoothing: float = 0.1) -> None:
+        super().__init__(augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd,
+                         gp_weight=gp_weight, label_smoothing=label_smoothing)
         if num_classes < 2:
             raise HcmbenchError(f"acgan needs num_classes >= 2 (its discriminator classifies), got {num_classes}")
         if d_norm not in ("batch", "instance", "none"):
@@ -84,10 +86,10 @@ class ACGAN(AdversarialModel):
         self.discriminator = ACDiscriminator(image_size, width, d_norm, num_classes, mbstd)
         dcgan_init_(self)
 
-    def generate(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+    def generate(self, n: int, labels: Tensor | None = None, rng: torch.Generator | None = None,
                  **options: Any) -> tuple[Tensor, Tensor]:
         """(G(z, c) for z ~ N(0, I) and the classes c = `labels` (n,), those labels)."""
-        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        z = torch.randn(n, self.latent_dim, generator=rng, device=self.device)
         return self.generator(torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], dim=1)), labels
 
     def discriminate(self, x: Tensor) -> tuple[Tensor, Tensor]:

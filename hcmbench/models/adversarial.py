@@ -27,7 +27,7 @@ The regularisers:
                 lecam_weight · (E[relu(D(real) − ema_fake)²] + E[relu(ema_real − D(fake))²]) keeps D's
                 outputs near each other's running means, so that D cannot drive them apart without bound.
 
-The engine's settings `gp_weight` and `label_smoothing` come through `adopt_training_settings`.
+`gp_weight` (R1's weight) and `label_smoothing` are model settings, like the rest.
 
 A model provides the hooks below; `generate`, `discriminate` and, when it has no `generator` and
 `discriminator` modules, `d_parameters` / `g_parameters`. `sample`, `validation_score` and the two
@@ -46,8 +46,9 @@ from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.augment import augment, parse_policy
-from hcmbench.models.base import Batch, GenerativeModel, Preset
-from hcmbench.models.layers import discriminator_loss, generator_loss, r1_penalty, sample_distance
+from hcmbench.models.base import Batch, GenerativeModel, Preset, adam
+from hcmbench.models.layers import sample_distance
+from hcmbench.models.losses import discriminator_loss, generator_loss, r1_penalty
 
 LECAM_DECAY = 0.99
 
@@ -74,12 +75,19 @@ class AdversarialModel(GenerativeModel):
     """A generator and a discriminator trained by `training_step` (see the module docstring).
 
     Settings shared by the family, validated here: `augment` (an `augment.py` policy string),
-    `r1_every` (lazy R1 interval, ≥ 1), `lecam_weight` (≥ 0; 0 is off) and `mbstd` (whether D has a
-    minibatch standard-deviation layer; the subclass builds it into D).
+    `r1_every` (lazy R1 interval, ≥ 1), `lecam_weight` (≥ 0; 0 is off), `mbstd` (whether D has a
+    minibatch standard-deviation layer; the subclass builds it into D), `gp_weight` (R1's weight γ,
+    ≥ 0; 0 is off) and `label_smoothing` (D's real target 1 − s, s in [0, 0.5)).
     """
 
-    def __init__(self, augment: str, r1_every: int, lecam_weight: float, mbstd: bool) -> None:
+    def __init__(self, augment: str, r1_every: int, lecam_weight: float, mbstd: bool, gp_weight: float = 1.0,
+                 label_smoothing: float = 0.1) -> None:
         super().__init__()
+        if isinstance(gp_weight, bool) or not isinstance(gp_weight, (int, float)) or not gp_weight >= 0:
+            raise HcmbenchError(f"gp_weight must be a non-negative number, got {gp_weight!r}")
+        if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not 0 <= label_smoothing < 0.5:
+            raise HcmbenchError(f"label_smoothing must be in [0, 0.5), got {label_smoothing!r}")
+        self.gp_weight, self.label_smoothing = float(gp_weight), float(label_smoothing)
         self.augment_ops = parse_policy(augment)
         if isinstance(r1_every, bool) or not isinstance(r1_every, int) or r1_every < 1:
             raise HcmbenchError(f"r1_every must be a positive integer, got {r1_every!r}")
@@ -94,7 +102,7 @@ class AdversarialModel(GenerativeModel):
 
     # -- hooks ---------------------------------------------------------------------------------
 
-    def generate(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+    def generate(self, n: int, labels: Tensor | None = None, rng: torch.Generator | None = None,
                  **options: Any) -> tuple[Tensor, Any]:
         """(n fake images (n, 1, S, S), their context: the labels or latent codes the extra losses need)."""
         raise NotImplementedError
@@ -125,8 +133,7 @@ class AdversarialModel(GenerativeModel):
     def configure_optimizers(self, cfg: Any) -> list[torch.optim.Optimizer]:
         """Adam over `d_parameters`, then Adam over `g_parameters`, both with `cfg.lr` and `cfg.betas`."""
         self.adopt_training_settings(cfg)
-        return [torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas))
-                for params in (self.d_parameters(), self.g_parameters())]
+        return [adam(params, cfg) for params in (self.d_parameters(), self.g_parameters())]
 
     def training_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer]) -> dict[str, float]:
         """One D update, then one G update on the same fakes.
@@ -185,13 +192,13 @@ class AdversarialModel(GenerativeModel):
         return sample_distance(self, val_batches)
 
     @torch.no_grad()
-    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+    def sample(self, n: int, labels: Tensor | None = None, rng: torch.Generator | None = None,
                **options: Any) -> Tensor:
         """`generate` in eval mode: (n, 1, S, S) in [-1, 1]; conditional models take labels (n,)."""
         self.check_options(options)
         labels = self.check_labels(n, labels)
         with self.evaluating():
-            return self.generate(n, labels, generator, **options)[0].float()
+            return self.generate(n, labels, rng, **options)[0].float()
 
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         # Checkpoints from before the shared step lack its counters: those start afresh.

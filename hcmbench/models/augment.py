@@ -47,31 +47,31 @@ CUTOUT_RATIO = 1 / 2  # side of the square, as a fraction of the image side
 CUTOUT_FILL = 0.0  # mid-grey
 
 
-def _draw(x: Tensor, generator: torch.Generator | None) -> Tensor:
+def _draw(x: Tensor, rng: torch.Generator | None) -> Tensor:
     """One U(0, 1) number per image, shaped (B, 1, 1, 1) to broadcast, in x's dtype and on x's device."""
-    device = generator.device if generator is not None else x.device
-    return torch.rand(len(x), 1, 1, 1, generator=generator, device=device).to(x.device, x.dtype)
+    device = rng.device if rng is not None else x.device
+    return torch.rand(len(x), 1, 1, 1, generator=rng, device=device).to(x.device, x.dtype)
 
 
-def _draw_int(x: Tensor, low: int, high: int, generator: torch.Generator | None) -> Tensor:
+def _draw_int(x: Tensor, low: int, high: int, rng: torch.Generator | None) -> Tensor:
     """One integer in [low, high) per image, shaped (B, 1, 1), on x's device."""
-    device = generator.device if generator is not None else x.device
-    return torch.randint(low, high, (len(x), 1, 1), generator=generator, device=device).to(x.device)
+    device = rng.device if rng is not None else x.device
+    return torch.randint(low, high, (len(x), 1, 1), generator=rng, device=device).to(x.device)
 
 
-def color(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def color(x: Tensor, rng: torch.Generator | None = None) -> Tensor:
     """Brightness shift in [−0.5, 0.5), then contrast scale in [0.5, 1.5) about each image's mean."""
-    x = x + (_draw(x, generator) - 0.5)
+    x = x + (_draw(x, rng) - 0.5)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * (_draw(x, generator) + 0.5) + mean
+    return (x - mean) * (_draw(x, rng) + 0.5) + mean
 
 
-def translation(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def translation(x: Tensor, rng: torch.Generator | None = None) -> Tensor:
     """Shift each image by whole pixels, up to S/8 along each axis, filling with black (−1)."""
     b, _, h, w = x.shape
     pad_h, pad_w = int(h * TRANSLATION_RATIO), int(w * TRANSLATION_RATIO)
-    dy = _draw_int(x, -pad_h, pad_h + 1, generator)
-    dx = _draw_int(x, -pad_w, pad_w + 1, generator)
+    dy = _draw_int(x, -pad_h, pad_h + 1, rng)
+    dx = _draw_int(x, -pad_w, pad_w + 1, rng)
     # out[i, j] = x[i − dy, j − dx], read from a copy padded with the fill value on every side.
     rows = torch.arange(h, device=x.device).view(1, h, 1) - dy + pad_h  # (B, H, 1)
     cols = torch.arange(w, device=x.device).view(1, 1, w) - dx + pad_w  # (B, 1, W)
@@ -80,12 +80,12 @@ def translation(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return padded[batch, :, rows, cols].permute(0, 3, 1, 2).contiguous()  # indexing puts C last
 
 
-def cutout(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+def cutout(x: Tensor, rng: torch.Generator | None = None) -> Tensor:
     """Set a square of side S/2, centred anywhere in the image, to mid-grey (0)."""
     _, _, h, w = x.shape
     side_h, side_w = int(h * CUTOUT_RATIO + 0.5), int(w * CUTOUT_RATIO + 0.5)
-    top = _draw_int(x, 0, h, generator) - side_h // 2  # (B, 1, 1)
-    left = _draw_int(x, 0, w, generator) - side_w // 2
+    top = _draw_int(x, 0, h, rng) - side_h // 2  # (B, 1, 1)
+    left = _draw_int(x, 0, w, rng) - side_w // 2
     ys = torch.arange(h, device=x.device).view(1, h, 1)
     xs = torch.arange(w, device=x.device).view(1, 1, w)
     inside = (ys >= top) & (ys < top + side_h) & (xs >= left) & (xs < left + side_w)  # (B, H, W)
@@ -114,11 +114,11 @@ def parse_policy(policy: str | None) -> tuple[str, ...]:
     return names
 
 
-def augment(x: Tensor, policy: str | Sequence[str] | None, generator: torch.Generator | None = None) -> Tensor:
+def augment(x: Tensor, policy: str | Sequence[str] | None, rng: torch.Generator | None = None) -> Tensor:
     """Apply the policy's ops in order, each with fresh random parameters per image; differentiable in x.
 
     `policy` is a policy string or the tuple `parse_policy` made of one. An empty policy returns x itself.
     """
     for name in parse_policy(policy) if policy is None or isinstance(policy, str) else policy:
-        x = OPS[name](x, generator)
+        x = OPS[name](x, rng)
     return x

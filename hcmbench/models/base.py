@@ -1,7 +1,8 @@
-"""The small interface every generative model implements, and the registry that names them.
+"""The small interface every generative model implements.
 
-A model is an `nn.Module` in its own file, registered with `@register("name")`. The engine only ever
-calls the methods below; it knows no model by name.
+A model is an `nn.Module` in its own file, registered with `@register("name")` (`models/registry.py`,
+which also finds models of other packages). The engine only ever calls the methods below; it knows no
+model by name.
 
     class MyModel(GenerativeModel):
         conditional = False
@@ -9,7 +10,7 @@ calls the methods below; it knows no model by name.
         def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 100): ...
         def training_step(self, batch, optimizers) -> dict[str, float]: ...
         def validation_score(self, val_batches) -> float: ...
-        def sample(self, n, labels=None, generator=None) -> Tensor: ...
+        def sample(self, n, labels=None, rng=None) -> Tensor: ...
 
 Constructor arguments are the model's settings: plain values with visible defaults, stored by
 `build_model` in `model.settings` so that a checkpoint can rebuild the same model.
@@ -18,8 +19,7 @@ Constructor arguments are the model's settings: plain values with visible defaul
 from __future__ import annotations
 
 import contextlib
-import inspect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -40,8 +40,6 @@ class Preset:
     description: str
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
-
-_REGISTRY: dict[str, type[GenerativeModel]] = {}
 
 
 class GenerativeModel(nn.Module):
@@ -67,19 +65,16 @@ class GenerativeModel(nn.Module):
     name: str = ""
     settings: dict[str, Any]
     grad_clip: float | None = None
-    gp_weight: float = 0.0
-    label_smoothing: float = 0.0
 
     # -- the interface -------------------------------------------------------------------------
 
     def configure_optimizers(self, cfg: Any) -> list[torch.optim.Optimizer]:
         """The model's optimisers (GANs return two: discriminator first, then generator).
 
-        `cfg` is the engine's TrainConfig: lr, betas, and the GAN settings (gp_weight,
-        label_smoothing, grad_clip) that the model keeps for its training steps.
+        `cfg` is the engine's TrainConfig: lr and betas, and grad_clip, which `optimize` applies.
         """
         self.adopt_training_settings(cfg)
-        return [torch.optim.Adam(self.parameters(), lr=cfg.lr, betas=tuple(cfg.betas))]
+        return [adam(self.parameters(), cfg)]
 
     def training_step(self, batch: Batch, optimizers: list[torch.optim.Optimizer]) -> dict[str, float]:
         """One optimisation step on a batch, with the model's own backward passes.
@@ -94,7 +89,7 @@ class GenerativeModel(nn.Module):
         raise NotImplementedError
 
     @torch.no_grad()
-    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+    def sample(self, n: int, labels: Tensor | None = None, rng: torch.Generator | None = None,
                **options: Any) -> Tensor:
         """`n` images in [-1, 1], shape (n, 1, H, W). Conditional models take `labels` (n,)."""
         raise NotImplementedError
@@ -102,10 +97,8 @@ class GenerativeModel(nn.Module):
     # -- helpers for subclasses ----------------------------------------------------------------
 
     def adopt_training_settings(self, cfg: Any) -> None:
-        """Keep the engine settings that training steps use (gradient clipping, GAN settings)."""
+        """Keep the engine setting that training steps use: gradient clipping."""
         self.grad_clip = getattr(cfg, "grad_clip", None)
-        self.gp_weight = float(getattr(cfg, "gp_weight", 0.0))
-        self.label_smoothing = float(getattr(cfg, "label_smoothing", 0.0))
 
     def optimize(self, loss: Tensor, optimizer: torch.optim.Optimizer, parameters: Iterable[nn.Parameter] | None = None) -> None:
         """zero_grad, backward, optional gradient-norm clipping, step: one update of one optimiser."""
@@ -156,73 +149,6 @@ class GenerativeModel(nn.Module):
         return labels
 
 
-def register(name: str) -> Callable[[type[GenerativeModel]], type[GenerativeModel]]:
-    """Class decorator: make a model buildable by `name` (lower case)."""
-
-    def decorate(cls: type[GenerativeModel]) -> type[GenerativeModel]:
-        key = name.lower()
-        if key in _REGISTRY and _REGISTRY[key] is not cls:
-            raise ValueError(f"model name {key!r} is already registered by {_REGISTRY[key].__name__}")
-        _REGISTRY[key] = cls
-        cls.name = key
-        return cls
-
-    return decorate
-
-
-def _load_builtin_models() -> None:
-    # Importing each model file registers it; kept lazy so that `import hcmbench` stays light.
-    from hcmbench.models import acgan, dcgan, diffusion, gan, infogan, vae  # noqa: F401
-
-
-def available_models() -> list[str]:
-    """Names of all registered models, sorted."""
-    _load_builtin_models()
-    return sorted(_REGISTRY)
-
-
-def model_class(name: str) -> type[GenerativeModel]:
-    """The class registered as `name`; an unknown name raises HcmbenchError listing the known ones."""
-    _load_builtin_models()
-    try:
-        return _REGISTRY[name.lower()]
-    except KeyError:
-        raise HcmbenchError(f"unknown model {name!r}: choose from {', '.join(sorted(_REGISTRY))}") from None
-
-
-def model_defaults(name: str) -> dict[str, Any]:
-    """A model's settings and their defaults, read from its constructor signature."""
-    signature = inspect.signature(model_class(name).__init__)
-    return {k: p.default for k, p in signature.parameters.items()
-            if k != "self" and p.default is not inspect.Parameter.empty}
-
-
-def model_preset(name: str, preset: str) -> Preset:
-    """The preset `preset` of model `name`; an unknown one raises HcmbenchError listing the model's presets."""
-    cls = model_class(name)
-    if preset not in cls.presets:
-        known = ", ".join(sorted(cls.presets)) or "none"
-        raise HcmbenchError(f"{cls.name} has no preset {preset!r} (its presets: {known})")
-    return cls.presets[preset]
-
-
-def build_model(name: str, image_size: int, num_classes: int = 0, **settings: Any) -> GenerativeModel:
-    """Instantiate a registered model; unknown settings raise HcmbenchError naming them.
-
-    Every model takes `image_size` and `num_classes`; unconditional ones ignore the latter (a model
-    may also be conditional by setting, like the DDPM's `class_conditional`: `model.conditional` is
-    then an instance attribute). The full settings (defaults filled in) are stored on the model as
-    `model.settings`, which is what checkpoints keep.
-    """
-    cls = model_class(name)
-    defaults = model_defaults(name)
-    unknown = sorted(set(settings) - set(defaults))
-    if unknown:
-        raise HcmbenchError(f"unknown setting(s) {', '.join(unknown)} for model {cls.name}: "
-                            f"known are {', '.join(sorted(defaults))}")
-    full = {**defaults, **settings, "image_size": image_size, "num_classes": num_classes}
-    if image_size not in (32, 64, 128):
-        raise HcmbenchError(f"image size {image_size} is not supported: use 32, 64 or 128")
-    model = cls(**full)
-    model.settings = full
-    return model
+def adam(parameters: Iterable[nn.Parameter], cfg: Any) -> torch.optim.Adam:
+    """The study's optimiser for every model: Adam with the engine's `lr` and `betas`."""
+    return torch.optim.Adam(parameters, lr=cfg.lr, betas=tuple(cfg.betas))

@@ -26,9 +26,9 @@ from torch import nn
 
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.adversarial import CONV_CPU_PRESET, AdversarialModel
-from hcmbench.models.base import register
 from hcmbench.models.gan import GAN
 from hcmbench.models.layers import ConvDiscriminatorBody, ConvGenerator, dcgan_init_
+from hcmbench.models.registry import register
 
 D_NORMS = ("batch", "instance", "none")
 
@@ -47,9 +47,11 @@ class DCGAN(GAN):
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 100, width: int = 64,
                  d_norm: str = "batch", mbstd: bool = False, augment: str = "none",
-                 r1_every: int = 16, lecam_weight: float = 0.0) -> None:
+                 r1_every: int = 16, lecam_weight: float = 0.0, gp_weight: float = 1.0,
+                 label_smoothing: float = 0.1) -> None:
         # Not GAN.__init__: the networks are built here.
-        AdversarialModel.__init__(self, augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd)
+        AdversarialModel.__init__(self, augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd,
+                         gp_weight=gp_weight, label_smoothing=label_smoothing)
         if latent_dim < 1 or width < 1:
             raise HcmbenchError(f"latent_dim and width must be positive, got {latent_dim} and {width}")
         if d_norm not in D_NORMS:

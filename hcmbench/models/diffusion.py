@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import Batch, GenerativeModel, Preset, register
+from hcmbench.models.base import Batch, GenerativeModel, Preset
+from hcmbench.models.registry import register
 
 # -- the noise schedule ------------------------------------------------------------------------------
 
@@ -265,7 +266,7 @@ def spaced_timesteps(timesteps: int, steps: int) -> list[int]:
 
 
 def ddpm_loop(model_output: ModelOutput, schedule: NoiseSchedule, x: Tensor, timesteps: list[int],
-              generator: torch.Generator | None, prediction: str = "eps") -> Tensor:
+              rng: torch.Generator | None, prediction: str = "eps") -> Tensor:
     """Ancestral sampling (Ho et al. Alg. 2): x_{t'} ~ q(x_{t'} | x_t, x̂_0) for each step t → t'.
 
     Over all T steps this is the DDPM posterior with variance β̃_t; over a subsequence it is the same
@@ -285,12 +286,12 @@ def ddpm_loop(model_output: ModelOutput, schedule: NoiseSchedule, x: Tensor, tim
             x = mean
         else:
             variance = beta * (1 - alpha_bar_prev) / (1 - alpha_bar)
-            x = mean + variance.sqrt() * torch.randn(x.shape, generator=generator, device=x.device)
+            x = mean + variance.sqrt() * torch.randn(x.shape, generator=rng, device=x.device)
     return x
 
 
 def ddim_loop(model_output: ModelOutput, schedule: NoiseSchedule, x: Tensor, timesteps: list[int],
-              eta: float, generator: torch.Generator | None, prediction: str = "eps") -> Tensor:
+              eta: float, rng: torch.Generator | None, prediction: str = "eps") -> Tensor:
     """DDIM (Song et al. eq. 12): x_{t'} = √ᾱ_{t'}·x̂_0 + √(1−ᾱ_{t'}−σ²)·ε̂ + σ·z, with
     σ = η·√((1−ᾱ_{t'})/(1−ᾱ_t)·(1−ᾱ_t/ᾱ_{t'})); η = 0 draws no noise after x_T.
 
@@ -307,7 +308,7 @@ def ddim_loop(model_output: ModelOutput, schedule: NoiseSchedule, x: Tensor, tim
         sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).sqrt()
         x = alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps
         if eta > 0 and not last:
-            x = x + sigma * torch.randn(x.shape, generator=generator, device=x.device)
+            x = x + sigma * torch.randn(x.shape, generator=rng, device=x.device)
     return x
 
 
@@ -456,14 +457,14 @@ class DDPM(GenerativeModel):
 
         A v-predicting model's v̂ is converted to ε̂ first, and no loss weighting is applied, so that
         scores compare across parameterisations and weightings."""
-        generator = torch.Generator(device=self.device).manual_seed(seed)
+        rng = torch.Generator(device=self.device).manual_seed(seed)
         timesteps = ((torch.arange(num_timesteps) + 0.5) * self.schedule.timesteps / num_timesteps).long()
         total, count = 0.0, 0
         with self.evaluating():
             for images, labels in val_batches:
                 images, labels = images.to(self.device).float(), labels.to(self.device)
                 for t in timesteps.tolist():
-                    noise = torch.randn(images.shape, generator=generator, device=self.device)
+                    noise = torch.randn(images.shape, generator=rng, device=self.device)
                     t_batch = torch.full((len(images),), t, device=self.device)
                     x_t = self.schedule.add_noise(images, noise, t_batch)
                     output = self.network(x_t, t_batch, labels if self.conditional else None)
@@ -494,7 +495,7 @@ class DDPM(GenerativeModel):
         return uncond + guidance_scale * (cond - uncond)
 
     @torch.no_grad()
-    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+    def sample(self, n: int, labels: Tensor | None = None, rng: torch.Generator | None = None,
                sampler: str = "ddpm", steps: int | None = None, guidance_scale: float | None = None,
                eta: float | None = None, **unknown: Any) -> Tensor:
         """`n` images (n, 1, S, S) in [−1, 1]: x_T from `generator`, then the chosen sampler's loop.
@@ -507,12 +508,12 @@ class DDPM(GenerativeModel):
         labels = self.check_labels(n, labels)
         timesteps, eta, guidance_scale = self._check_sample_options(sampler, steps, guidance_scale, eta, unknown)
         with self.evaluating():
-            x = torch.randn((n, 1, self.image_size, self.image_size), generator=generator, device=self.device)
+            x = torch.randn((n, 1, self.image_size, self.image_size), generator=rng, device=self.device)
             output = lambda x_t, t: self.model_output(x_t, t, labels, guidance_scale)  # noqa: E731
             if sampler == "ddpm":
-                x = ddpm_loop(output, self.schedule, x, timesteps, generator, self.prediction)
+                x = ddpm_loop(output, self.schedule, x, timesteps, rng, self.prediction)
             elif sampler == "ddim":
-                x = ddim_loop(output, self.schedule, x, timesteps, eta, generator, self.prediction)
+                x = ddim_loop(output, self.schedule, x, timesteps, eta, rng, self.prediction)
             else:
                 x = dpmpp_2m_loop(output, self.schedule, x, timesteps, self.prediction)
         return x.float().clamp(-1, 1)

@@ -29,8 +29,9 @@ from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.adversarial import AdversarialModel
-from hcmbench.models.base import Preset, register
+from hcmbench.models.base import Preset
 from hcmbench.models.layers import MinibatchStd
+from hcmbench.models.registry import register
 
 
 def mlp_generator(latent_dim: int, hidden: Sequence[int], image_size: int) -> nn.Sequential:
@@ -66,8 +67,10 @@ class GAN(AdversarialModel):
 
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 100,
                  hidden: tuple[int, ...] = (256, 512, 1024), dropout: float = 0.3, mbstd: bool = False,
-                 augment: str = "none", r1_every: int = 16, lecam_weight: float = 0.0) -> None:
-        super().__init__(augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd)
+                 augment: str = "none", r1_every: int = 16, lecam_weight: float = 0.0, gp_weight: float = 1.0,
+                 label_smoothing: float = 0.1) -> None:
+        super().__init__(augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd,
+                         gp_weight=gp_weight, label_smoothing=label_smoothing)
         hidden = tuple(hidden)  # YAML gives lists
         if latent_dim < 1 or not hidden or min(hidden) < 1:
             raise HcmbenchError(f"latent_dim and the hidden widths must be positive, got {latent_dim} and {hidden}")
@@ -77,10 +80,10 @@ class GAN(AdversarialModel):
         self.generator = mlp_generator(latent_dim, hidden, image_size)
         self.discriminator = mlp_discriminator(image_size, hidden[::-1], dropout, mbstd)
 
-    def generate(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+    def generate(self, n: int, labels: Tensor | None = None, rng: torch.Generator | None = None,
                  **options: Any) -> tuple[Tensor, None]:
         """(G(z) for z ~ N(0, I), no context)."""
-        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        z = torch.randn(n, self.latent_dim, generator=rng, device=self.device)
         return self.generator(z), None
 
     def discriminate(self, x: Tensor) -> tuple[Tensor, None]:

@@ -31,8 +31,8 @@ from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.adversarial import CONV_CPU_PRESET, AdversarialModel
-from hcmbench.models.base import register
 from hcmbench.models.layers import ConvDiscriminatorBody, ConvGenerator, dcgan_init_
+from hcmbench.models.registry import register
 
 
 class QHead(nn.Module):
@@ -71,8 +71,10 @@ class InfoGAN(AdversarialModel):
     def __init__(self, image_size: int = 64, num_classes: int = 0, latent_dim: int = 62, n_categories: int = 4,
                  n_continuous: int = 2, width: int = 64, d_norm: str = "batch", info_weight: float = 1.0,
                  mbstd: bool = False, augment: str = "none", r1_every: int = 16,
-                 lecam_weight: float = 0.0) -> None:
-        super().__init__(augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd)
+                 lecam_weight: float = 0.0, gp_weight: float = 1.0,
+                 label_smoothing: float = 0.1) -> None:
+        super().__init__(augment=augment, r1_every=r1_every, lecam_weight=lecam_weight, mbstd=mbstd,
+                         gp_weight=gp_weight, label_smoothing=label_smoothing)
         if n_categories < 2:
             raise HcmbenchError(f"n_categories must be at least 2, got {n_categories}")
         if n_continuous < 0:
@@ -95,26 +97,26 @@ class InfoGAN(AdversarialModel):
         """The generator and the Q head."""
         return [*self.generator.parameters(), *self.q_head.parameters()]
 
-    def codes(self, n: int, generator: torch.Generator | None = None,
+    def codes(self, n: int, rng: torch.Generator | None = None,
               category: int | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """G's input: (latent (n, latent_dim + n_categories + n_continuous), category (n,), continuous codes).
 
         The category is drawn last, so the same generator state gives the same z and continuous codes
         whatever `category` is fixed to.
         """
-        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
-        cont = torch.rand(n, self.n_continuous, generator=generator, device=self.device) * 2 - 1
+        z = torch.randn(n, self.latent_dim, generator=rng, device=self.device)
+        cont = torch.rand(n, self.n_continuous, generator=rng, device=self.device) * 2 - 1
         if category is None:
-            cat = torch.randint(self.n_categories, (n,), generator=generator, device=self.device)
+            cat = torch.randint(self.n_categories, (n,), generator=rng, device=self.device)
         else:
             cat = torch.full((n,), category, dtype=torch.long, device=self.device)
         latent = torch.cat([z, F.one_hot(cat, self.n_categories).to(z.dtype), cont], dim=1)
         return latent, cat, cont
 
-    def generate(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+    def generate(self, n: int, labels: Tensor | None = None, rng: torch.Generator | None = None,
                  category: int | None = None, **options: Any) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """(G(z, c, c_cont), the codes (category (n,), continuous (n, n_continuous))); labels are ignored."""
-        latent, cat, cont = self.codes(n, generator, category)
+        latent, cat, cont = self.codes(n, rng, category)
         return self.generator(latent), (cat, cont)
 
     def discriminate(self, x: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
@@ -136,7 +138,7 @@ class InfoGAN(AdversarialModel):
         return self.info_weight * info, {"info": info.item()}
 
     @torch.no_grad()
-    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+    def sample(self, n: int, labels: Tensor | None = None, rng: torch.Generator | None = None,
                category: int | None = None, **options: Any) -> Tensor:
         """`n` images in [-1, 1]; `category` fixes the categorical code (0..n_categories−1) for all."""
         if category is not None:
@@ -144,4 +146,4 @@ class InfoGAN(AdversarialModel):
                     or not 0 <= category < self.n_categories:
                 raise HcmbenchError(f"category must be an integer in 0..{self.n_categories - 1}, got {category!r}")
             category = int(category)
-        return super().sample(n, labels, generator, category=category, **options)
+        return super().sample(n, labels, rng, category=category, **options)

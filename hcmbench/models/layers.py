@@ -123,29 +123,6 @@ class ConvDiscriminatorBody(nn.Module):
         return self.net(x)
 
 
-def discriminator_loss(real_logits: Tensor, fake_logits: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Binary cross-entropy on logits for D, with one-sided label smoothing (real target 1 − s)."""
-    real_target = torch.full_like(real_logits, 1.0 - label_smoothing)
-    return (F.binary_cross_entropy_with_logits(real_logits, real_target)
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-
-
-def generator_loss(fake_logits: Tensor) -> Tensor:
-    """The non-saturating generator loss: −log D(G(z)), as binary cross-entropy on logits."""
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-
-
-def r1_penalty(real_logits: Tensor, real_images: Tensor) -> Tensor:
-    """R1 gradient penalty (Mescheder et al. 2018): mean squared norm of ∂D/∂x on real images.
-
-    `real_images` must have had `requires_grad_()` before D saw them. Chosen over WGAN-GP's
-    interpolate penalty because hcmbench's GANs use the cross-entropy loss, for which R1 is the
-    analysed regulariser; weight it by `gp_weight / 2`.
-    """
-    (grad,) = torch.autograd.grad(real_logits.sum(), real_images, create_graph=True)
-    return grad.pow(2).flatten(1).sum(1).mean()
-
-
 def energy_distance(x: Tensor, y: Tensor) -> Tensor:
     """Energy distance between two samples of vectors: 2E|x−y| − E|x−x'| − E|y−y'| (≥ 0, 0 iff equal)."""
     xy = torch.cdist(x, y).mean()
@@ -168,8 +145,8 @@ def sample_distance(model, val_batches: Iterable[tuple[Tensor, Tensor]], seed: i
     images, labels = zip(*batches)
     real = torch.cat(images).to(model.device).float()
     label = torch.cat(labels).to(model.device) if model.conditional else None
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    fake = model.sample(len(real), label, generator=generator).float()
+    rng = torch.Generator(device=model.device).manual_seed(seed)
+    fake = model.sample(len(real), label, rng=rng).float()
     pool = real.shape[-1] // pooled_size
     flat = lambda t: F.avg_pool2d(t, pool).flatten(1) if pool > 1 else t.flatten(1)  # noqa: E731
     return float(energy_distance(flat(real), flat(fake)))

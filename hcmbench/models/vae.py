@@ -25,8 +25,9 @@ import torch
 from torch import Tensor, nn
 
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import Batch, GenerativeModel, Preset, register
+from hcmbench.models.base import Batch, GenerativeModel, Preset
 from hcmbench.models.layers import ConvDiscriminatorBody, ConvGenerator
+from hcmbench.models.registry import register
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -66,10 +67,10 @@ class VAE(GenerativeModel):
         mu, logvar = self.to_posterior(self.encoder(x).flatten(1)).float().chunk(2, dim=1)
         return mu, logvar
 
-    def elbo_terms(self, x: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def elbo_terms(self, x: Tensor, rng: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         """Per-image reconstruction term and KL, each (B,), from one reparameterised posterior sample."""
         mu, logvar = self.encode(x)
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device)
+        eps = torch.randn(mu.shape, generator=rng, device=mu.device)
         x_hat = self.decoder(mu + (0.5 * logvar).exp() * eps)
         return squared_error(x, x_hat), gaussian_kl(mu, logvar)
 
@@ -89,11 +90,11 @@ class VAE(GenerativeModel):
         `seed`: an unbiased estimate of the ELBO (the posterior mean alone would not be one), and
         deterministic, so the score changes only when the model does.
         """
-        generator = torch.Generator(device=self.device).manual_seed(seed)
+        rng = torch.Generator(device=self.device).manual_seed(seed)
         total, count = 0.0, 0
         with self.evaluating():
             for images, _ in val_batches:
-                recon, kl = self.elbo_terms(images.to(self.device), generator)
+                recon, kl = self.elbo_terms(images.to(self.device), rng)
                 total += float((recon + kl).sum())
                 count += len(images)
         if count == 0:
@@ -101,11 +102,11 @@ class VAE(GenerativeModel):
         return total / count
 
     @torch.no_grad()
-    def sample(self, n: int, labels: Tensor | None = None, generator: torch.Generator | None = None,
+    def sample(self, n: int, labels: Tensor | None = None, rng: torch.Generator | None = None,
                **options: Any) -> Tensor:
         """Decode z ~ N(0, I) in eval mode (BatchNorm running statistics), clipped: (n, 1, S, S) in [-1, 1]."""
         self.check_labels(n, labels)
         self.check_options(options)
-        z = torch.randn(n, self.latent_dim, generator=generator, device=self.device)
+        z = torch.randn(n, self.latent_dim, generator=rng, device=self.device)
         with self.evaluating():
             return self.decoder(z).float().clamp(-1, 1)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from hcmbench.config import TrainConfig
-from hcmbench.models.base import build_model
+from hcmbench.models.registry import build_model
 from tests.models.spy import recorded_losses
 
 SEED = 0
@@ -58,22 +58,22 @@ def test_samples_approach_the_batch(trained):
 def test_honours_labels(trained):
     model = trained[0]
     g = torch.Generator().manual_seed(1)
-    dark = model.sample(16, torch.zeros(16, dtype=torch.long), generator=g).mean().item()
-    bright = model.sample(16, torch.ones(16, dtype=torch.long), generator=g).mean().item()
+    dark = model.sample(16, torch.zeros(16, dtype=torch.long), rng=g).mean().item()
+    bright = model.sample(16, torch.ones(16, dtype=torch.long), rng=g).mean().item()
     assert dark < -0.2 and bright > 0.2
     assert bright - dark > 0.6
 
 
 def test_class_losses_enter_both_steps_with_aux_weight_and_fakes_take_the_real_labels(monkeypatch):
     torch.manual_seed(SEED)
-    model = build_model("acgan", image_size=32, num_classes=2, augment="", aux_weight=0.5, **SMALL)
+    model = build_model("acgan", image_size=32, num_classes=2, augment="", aux_weight=0.5, gp_weight=0.0, **SMALL)
     losses = recorded_losses(monkeypatch, model)
     asked, outputs = [], []
     generate, discriminate = model.generate, model.discriminate
     monkeypatch.setattr(model, "generate", lambda n, labels, *a: asked.append(labels) or generate(n, labels, *a))
     monkeypatch.setattr(model, "discriminate", lambda x: outputs.append(discriminate(x)) or outputs[-1])
     images, labels = dark_and_bright(8)
-    log = model.training_step((images, labels), model.configure_optimizers(TrainConfig(gp_weight=0.0)))
+    log = model.training_step((images, labels), model.configure_optimizers(TrainConfig()))
     assert len(asked) == 1 and torch.equal(asked[0], labels)
     (_, real_cls), (_, fake_cls), (_, fake_cls_for_g) = outputs
     aux = F.cross_entropy(real_cls, labels) + F.cross_entropy(fake_cls, labels)

@@ -10,7 +10,7 @@ import torch
 import hcmbench.models.adversarial as adversarial
 from hcmbench.config import TrainConfig
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import build_model, model_defaults
+from hcmbench.models.registry import build_model, model_defaults
 from hcmbench.models.layers import MinibatchStd
 from tests.models.images import disks
 from tests.models.spy import recorded_losses
@@ -45,16 +45,20 @@ def train(model, steps: int, **cfg):
 @pytest.mark.parametrize("name", FAMILY)
 def test_the_family_shares_the_settings_and_their_defaults(name):
     defaults = model_defaults(name)
-    assert (defaults["augment"], defaults["r1_every"], defaults["lecam_weight"], defaults["mbstd"]) == \
-        ("none", 16, 0.0, False)
+    assert (defaults["augment"], defaults["r1_every"], defaults["lecam_weight"], defaults["mbstd"],
+            defaults["gp_weight"], defaults["label_smoothing"]) == ("none", 16, 0.0, False, 1.0, 0.1)
     assert isinstance(build(name), adversarial.AdversarialModel)
+    model = build(name, gp_weight=2.0, label_smoothing=0.2)  # the model's own settings, kept by checkpoints
+    assert (model.gp_weight, model.label_smoothing) == (2.0, 0.2)
+    assert (model.settings["gp_weight"], model.settings["label_smoothing"]) == (2.0, 0.2)
 
 
 @pytest.mark.parametrize("name", FAMILY)
 @pytest.mark.parametrize("bad, match", [
     (dict(augment="flip"), "flip"), (dict(augment=3), "policy"), (dict(r1_every=0), "r1_every"),
     (dict(r1_every=2.5), "r1_every"), (dict(lecam_weight=-0.1), "lecam_weight"),
-    (dict(lecam_weight=float("nan")), "lecam_weight"), (dict(mbstd="yes"), "mbstd")])
+    (dict(lecam_weight=float("nan")), "lecam_weight"), (dict(mbstd="yes"), "mbstd"),
+    (dict(gp_weight=-1.0), "gp_weight"), (dict(label_smoothing=0.5), "label_smoothing")])
 def test_bad_settings_are_refused_in_one_line(name, bad, match):
     with pytest.raises(HcmbenchError, match=match) as error:
         build(name, **bad)
@@ -76,15 +80,15 @@ def test_trains_a_few_steps_with_every_option_on(name):
 
 @pytest.mark.parametrize("every", [1, 3])
 def test_lazy_r1_runs_on_steps_0_k_2k_and_is_weighted_by_k(monkeypatch, every):
-    model = build("dcgan", augment="", r1_every=every, d_norm="none")
+    model = build("dcgan", augment="", r1_every=every, d_norm="none", gp_weight=2.0, label_smoothing=0.0)
     losses = recorded_losses(monkeypatch, model)
-    logs = train(model, 7, gp_weight=2.0, label_smoothing=0.0)
+    logs = train(model, 7)
     assert [i for i, log in enumerate(logs) if "gp" in log] == list(range(0, 7, every))
     for i, log in enumerate(logs):  # D's total loss: the adversarial one + gp_weight / 2 · k · R1
         d_total = losses[2 * i]
         assert d_total == pytest.approx(log["d_loss"] + 2.0 / 2 * every * log.get("gp", 0.0), rel=1e-5)
     assert int(model.step_count) == 7
-    assert not any("gp" in log for log in train(build("dcgan", r1_every=every), 4, gp_weight=0.0))
+    assert not any("gp" in log for log in train(build("dcgan", r1_every=every, gp_weight=0.0), 4))
 
 
 def test_the_step_counter_survives_a_checkpoint(monkeypatch):
@@ -116,9 +120,9 @@ def test_lecam_penalty_by_hand():
 @pytest.mark.parametrize("name", FAMILY)
 def test_lecam_appears_only_when_on_and_enters_d_loss(monkeypatch, name):
     assert not any("lecam" in log for log in train(build(name), 2))
-    model = build(name, lecam_weight=0.5, augment="")
+    model = build(name, lecam_weight=0.5, augment="", gp_weight=0.0)
     losses = recorded_losses(monkeypatch, model)
-    logs = train(model, 3, gp_weight=0.0)
+    logs = train(model, 3)
     assert all(log["lecam"] > 0 and math.isfinite(log["lecam"]) for log in logs)
     assert model.ema_real_logit.item() != 0 and model.ema_fake_logit.item() != 0
     extra = {"acgan": lambda log: model.aux_weight * log["aux"]}.get(name, lambda log: 0.0)
@@ -128,12 +132,12 @@ def test_lecam_appears_only_when_on_and_enters_d_loss(monkeypatch, name):
 
 @pytest.mark.parametrize("name", FAMILY)
 def test_one_fake_batch_serves_both_steps(monkeypatch, name):
-    model = build(name, augment="")
+    model = build(name, augment="", gp_weight=0.0)
     seen, made = [], []
     discriminate, generate = model.discriminate, model.generate
     monkeypatch.setattr(model, "discriminate", lambda x: seen.append(x.detach().clone()) or discriminate(x))
     monkeypatch.setattr(model, "generate", lambda *a, **k: made.append(1) or generate(*a, **k))
-    train(model, 1, gp_weight=0.0)
+    train(model, 1)
     assert len(made) == 1 and len(seen) == 3  # D on real, D on fake, then G's pass through D
     assert torch.equal(seen[1], seen[2]) and not torch.equal(seen[0], seen[1])
 
@@ -171,13 +175,13 @@ def test_augmentation_is_applied_in_training_only(monkeypatch):
     model = build("dcgan", augment="cutout,color")
     train(model, 1)
     assert calls == [("cutout", "color")] * 3  # real, fake for D, fake for G
-    model.sample(4, generator=torch.Generator().manual_seed(0))
+    model.sample(4, rng=torch.Generator().manual_seed(0))
     model.validation_score([batch()])
     assert len(calls) == 3
     # Augmentation changes what D sees, not what the model samples.
     plain = build("dcgan", augment="")
-    assert torch.equal(plain.sample(4, generator=torch.Generator().manual_seed(0)),
-                       build("dcgan").sample(4, generator=torch.Generator().manual_seed(0)))
+    assert torch.equal(plain.sample(4, rng=torch.Generator().manual_seed(0)),
+                       build("dcgan").sample(4, rng=torch.Generator().manual_seed(0)))
 
 
 # -- minibatch standard deviation -----------------------------------------------------------------

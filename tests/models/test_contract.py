@@ -20,8 +20,8 @@ import torch
 
 from hcmbench.config import TrainConfig
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import (GenerativeModel, available_models, build_model, model_class, model_defaults,
-                                   model_preset)
+from hcmbench.models.base import GenerativeModel
+from hcmbench.models.registry import available_models, build_model, model_class, model_defaults, model_preset
 from tests.models.images import disks
 
 SEED = 0
@@ -189,7 +189,7 @@ def test_builds_trains_and_samples_at_every_size(variant, size):
     assert model.settings["image_size"] == size
     logs = model.training_step(batch(2, size), model.configure_optimizers(TrainConfig()))
     assert logs and all(math.isfinite(v) for v in logs.values())
-    images = model.sample(2, labels_for(model, 2), generator=seeded(0), **FAST_SAMPLE.get(name, {}))
+    images = model.sample(2, labels_for(model, 2), rng=seeded(0), **FAST_SAMPLE.get(name, {}))
     assert images.shape == (2, 1, size, size) and torch.isfinite(images).all()
 
 
@@ -198,7 +198,7 @@ def test_sample_contract(trained):
     before = state(model)
     for options in SAMPLE_OPTIONS.get(VARIANTS[variant][0], [{}]):
         labels = labels_for(model, 4)
-        draw = lambda seed, labels=labels: model.sample(4, labels, generator=seeded(seed), **options)  # noqa: E731
+        draw = lambda seed, labels=labels: model.sample(4, labels, rng=seeded(seed), **options)  # noqa: E731
         model.train()
         images = draw(1)
         assert model.training, options  # sampling runs in eval mode, then restores the mode ...
@@ -223,11 +223,11 @@ def test_labels_are_checked(trained):
         # None, too few, a class beyond num_classes, a negative class.
         for labels in (None, torch.tensor([0, 1]), torch.tensor([0, 1, NUM_CLASSES]), torch.tensor([-1, 0, 1])):
             with pytest.raises(HcmbenchError):
-                model.sample(3, labels, generator=seeded(0), **options)
-        assert model.sample(3, torch.tensor([0, 1, NUM_CLASSES - 1]), generator=seeded(0), **options).shape[0] == 3
+                model.sample(3, labels, rng=seeded(0), **options)
+        assert model.sample(3, torch.tensor([0, 1, NUM_CLASSES - 1]), rng=seeded(0), **options).shape[0] == 3
     else:  # even though built with num_classes = 3
         with pytest.raises(HcmbenchError, match="unconditional"):
-            model.sample(3, torch.tensor([0, 1, 2]), generator=seeded(0), **options)
+            model.sample(3, torch.tensor([0, 1, 2]), rng=seeded(0), **options)
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
@@ -238,7 +238,7 @@ def test_unknown_sample_options_raise(variant):
     assert declared <= offered and set(model.preview_options) <= declared
     for option in sorted(offered - declared):
         with pytest.raises(HcmbenchError, match=re.escape(option)):
-            model.sample(2, labels_for(model, 2), generator=seeded(0), **{option: OPTION_VALUES.get(option, 0.5)})
+            model.sample(2, labels_for(model, 2), rng=seeded(0), **{option: OPTION_VALUES.get(option, 0.5)})
     for option in declared:  # the declared ones are parameters of `sample`
         parameters = inspect.signature(model.sample).parameters
         assert option in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
@@ -258,11 +258,11 @@ def test_bad_settings_raise(name, bad, match):
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_training_step_returns_named_finite_floats(variant):
-    model = build(variant)
     images, labels = batch()
     original = images.clone()
     for gp_weight in (1.0, 0.0):
-        opts = model.configure_optimizers(TrainConfig(gp_weight=gp_weight))
+        model = build(variant, **({"gp_weight": gp_weight} if VARIANTS[variant][0] in R1 else {}))
+        opts = model.configure_optimizers(TrainConfig())
         before = [[p.detach().clone() for group in opt.param_groups for p in group["params"]] for opt in opts]
         logs = model.training_step((images, labels), opts)
         assert isinstance(logs, dict) and logs, gp_weight
@@ -283,11 +283,11 @@ def test_training_step_returns_named_finite_floats(variant):
 def test_training_step_under_bfloat16_autocast(variant):
     # The engine autocasts to bf16 on CUDA; CPU autocast exercises the same dtype handling (R1 included).
     model = build(variant)
-    opts = model.configure_optimizers(TrainConfig(gp_weight=1.0))
+    opts = model.configure_optimizers(TrainConfig())
     options = FAST_SAMPLE.get(VARIANTS[variant][0], {})
     with torch.autocast("cpu", dtype=torch.bfloat16):
         logs = model.training_step(batch(), opts)
-        images = model.sample(2, labels_for(model, 2), generator=seeded(0), **options)
+        images = model.sample(2, labels_for(model, 2), rng=seeded(0), **options)
     expected = expected_losses(variant, 1.0)
     assert expected is None or set(logs) == expected
     assert all(type(v) is float and math.isfinite(v) for v in logs.values()), logs
@@ -301,7 +301,7 @@ def test_state_dict_round_trip_gives_identical_samples(trained):
     assert fresh.settings == model.settings
     labels = labels_for(model, 4)
     all_options = SAMPLE_OPTIONS.get(VARIANTS[variant][0], [{}])
-    draw = lambda m, options: m.sample(4, labels, generator=seeded(5), **options)  # noqa: E731
+    draw = lambda m, options: m.sample(4, labels, rng=seeded(5), **options)  # noqa: E731
     assert not torch.equal(draw(fresh, all_options[0]), draw(model, all_options[0]))  # loading makes them equal
     fresh.load_state_dict(model.state_dict())
     for options in all_options:
@@ -334,14 +334,14 @@ def test_the_engine_preview_options_sample(trained):
     """The engine draws its epoch grids with `preview_options`; they must suit the model's own settings
     (the small DDPM has 5 timesteps, fewer than the 100 its previews use by default)."""
     _, model = trained
-    images = model.sample(3, labels_for(model, 3), generator=seeded(0), **model.preview_options)
+    images = model.sample(3, labels_for(model, 3), rng=seeded(0), **model.preview_options)
     assert images.shape == (3, 1, 32, 32) and torch.isfinite(images).all()
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_optimisers_partition_the_parameters_with_the_configured_settings(variant):
     model = build(variant)
-    cfg = TrainConfig(lr=1e-3, betas=(0.4, 0.9), gp_weight=2.0, label_smoothing=0.2, grad_clip=0.5)
+    cfg = TrainConfig(lr=1e-3, betas=(0.4, 0.9), grad_clip=0.5)
     opts = model.configure_optimizers(cfg)
     assert opts and all(isinstance(opt, torch.optim.Optimizer) for opt in opts)
     held = [[id(p) for group in opt.param_groups for p in group["params"]] for opt in opts]
@@ -349,7 +349,7 @@ def test_optimisers_partition_the_parameters_with_the_configured_settings(varian
     assert sorted(flat) == sorted(id(p) for p in model.parameters())  # every parameter, each once
     assert all(group["lr"] == 1e-3 and tuple(group["betas"]) == (0.4, 0.9)
                for opt in opts for group in opt.param_groups)
-    assert (model.gp_weight, model.label_smoothing, model.grad_clip) == (2.0, 0.2, 0.5)
+    assert model.grad_clip == 0.5
     name = VARIANTS[variant][0]
     if name in OPTIMISED:
         params = lambda modules: {id(p) for m in modules for p in model.get_submodule(m).parameters()}  # noqa: E731

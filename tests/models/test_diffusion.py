@@ -11,7 +11,7 @@ import torch
 
 from hcmbench.config import TrainConfig
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import build_model
+from hcmbench.models.registry import build_model
 from hcmbench.models.diffusion import (NoiseSchedule, ddim_loop, ddpm_loop, dpmpp_2m_loop, make_betas, min_snr_weights,
                                        spaced_timesteps, split_prediction)
 
@@ -87,14 +87,14 @@ def test_validation_score_is_lower_after_overfitting(overfit):
 def test_ddim_is_deterministic_for_eta_zero_and_differs_from_ancestral(overfit):
     model, _, _ = overfit
     g = seeded(0)
-    a = model.sample(2, generator=g, sampler="ddim", steps=5)
+    a = model.sample(2, rng=g, sampler="ddim", steps=5)
     # η = 0: the generator is used for x_T only, so it has moved by exactly one draw of that shape.
     g_ref = seeded(0)
     torch.randn(2, 1, 32, 32, generator=g_ref)
     assert torch.equal(g.get_state(), g_ref.get_state())
-    assert torch.equal(a, model.sample(2, generator=seeded(0), sampler="ddim", steps=5, eta=0.0))
-    assert not torch.allclose(a, model.sample(2, generator=seeded(0), sampler="ddim", steps=5, eta=1.0))
-    ancestral = model.sample(2, generator=seeded(0), sampler="ddpm", steps=5)
+    assert torch.equal(a, model.sample(2, rng=seeded(0), sampler="ddim", steps=5, eta=0.0))
+    assert not torch.allclose(a, model.sample(2, rng=seeded(0), sampler="ddim", steps=5, eta=1.0))
+    ancestral = model.sample(2, rng=seeded(0), sampler="ddpm", steps=5)
     assert (a - ancestral).abs().mean() > 0.01
 
 
@@ -132,8 +132,8 @@ def test_samplers_with_the_exact_noise_prediction_reproduce_a_two_point_distribu
 
 def test_ddim_with_eta_one_is_respaced_ancestral_sampling(overfit):
     model, _, _ = overfit
-    ddim = model.sample(2, generator=seeded(0), sampler="ddim", steps=7, eta=1.0)
-    ddpm = model.sample(2, generator=seeded(0), sampler="ddpm", steps=7)
+    ddim = model.sample(2, rng=seeded(0), sampler="ddim", steps=7, eta=1.0)
+    ddpm = model.sample(2, rng=seeded(0), sampler="ddpm", steps=7)
     assert torch.allclose(ddim, ddpm, atol=1e-4)
 
 
@@ -155,7 +155,7 @@ def test_class_conditional_samples_follow_labels_and_guidance_strengthens_them()
     train(model, images, labels, steps=80, lr=1e-3)
 
     def contrast(guidance_scale: float) -> float:
-        samples = model.sample(16, torch.tensor([0, 1] * 8), generator=seeded(0), sampler="ddim", steps=20,
+        samples = model.sample(16, torch.tensor([0, 1] * 8), rng=seeded(0), sampler="ddim", steps=20,
                                guidance_scale=guidance_scale)
         return (samples[1::2].mean() - samples[0::2].mean()).item()
 
@@ -284,7 +284,7 @@ def test_every_sampler_recovers_a_single_known_image_from_the_exact_prediction(p
     image = known_image()
     model.unet.forward = single_image_oracle(model.schedule, image, prediction)
     for sampler in ("ddpm", "ddim", "dpm++"):
-        samples = model.sample(4, generator=seeded(0), sampler=sampler, steps=3)
+        samples = model.sample(4, rng=seeded(0), sampler=sampler, steps=3)
         assert (samples - image).abs().max() < 1e-3, sampler
     # The validation score is the ε error, also for v-prediction: zero for the exact prediction.
     assert model.validation_score([(image.expand(4, 1, 32, 32), torch.zeros(4, dtype=torch.long))]) < 1e-8
@@ -305,7 +305,7 @@ def test_guidance_combines_the_outputs_of_either_parameterisation(prediction):
 
     model.unet.forward = output
     for sampler in ("ddpm", "ddim", "dpm++"):
-        samples = model.sample(2, torch.tensor([0, 1]), generator=seeded(0), sampler=sampler, steps=4,
+        samples = model.sample(2, torch.tensor([0, 1]), rng=seeded(0), sampler=sampler, steps=4,
                                guidance_scale=1.5)
         assert (samples - (b + 1.5 * (a - b)).clamp(-1, 1)).abs().max() < 1e-3, sampler
 
@@ -397,16 +397,16 @@ def test_every_loop_draws_the_same_samples_from_either_parameterisation():
 def test_dpm_solver_sampler_shape_range_determinism_and_default_steps(overfit):
     model, _, _ = overfit
     g = seeded(0)
-    a = model.sample(3, generator=g, sampler="dpm++", steps=6)
+    a = model.sample(3, rng=g, sampler="dpm++", steps=6)
     assert a.shape == (3, 1, 32, 32) and a.dtype == torch.float32
     assert torch.isfinite(a).all() and a.min() >= -1 and a.max() <= 1
     # Deterministic: the generator draws x_T only.
     g_ref = seeded(0)
     torch.randn(3, 1, 32, 32, generator=g_ref)
     assert torch.equal(g.get_state(), g_ref.get_state())
-    assert torch.equal(a, model.sample(3, generator=seeded(0), sampler="dpm++", steps=6))
-    assert (a - model.sample(3, generator=seeded(1), sampler="dpm++", steps=6)).abs().mean() > 0.01
-    assert (a - model.sample(3, generator=seeded(0), sampler="ddim", steps=6)).abs().mean() > 1e-3
+    assert torch.equal(a, model.sample(3, rng=seeded(0), sampler="dpm++", steps=6))
+    assert (a - model.sample(3, rng=seeded(1), sampler="dpm++", steps=6)).abs().mean() > 0.01
+    assert (a - model.sample(3, rng=seeded(0), sampler="ddim", steps=6)).abs().mean() > 1e-3
     # Default steps: 20 for dpm++ (50 for ddim, all T for ddpm), at most T.
     calls = []
     for timesteps, defaults in ((60, dict(ddpm=60, ddim=50)), (30, {"dpm++": 20, "ddim": 30}), (12, {"dpm++": 12})):
@@ -414,7 +414,7 @@ def test_dpm_solver_sampler_shape_range_determinism_and_default_steps(overfit):
         model.unet.register_forward_hook(lambda module, inputs, out: calls.append(inputs[1][0].item()))
         for sampler, expected in defaults.items():
             calls.clear()
-            model.sample(1, generator=seeded(0), sampler=sampler)
+            model.sample(1, rng=seeded(0), sampler=sampler)
             assert calls == spaced_timesteps(timesteps, expected), (sampler, timesteps)
             assert calls[0] == timesteps - 1 and calls[-1] == 0
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from hcmbench.config import TrainConfig
-from hcmbench.models.base import build_model
-from hcmbench.models.layers import r1_penalty
+from hcmbench.models.registry import build_model
+from hcmbench.models.losses import r1_penalty
 from tests.models.images import disks
 
 SEED = 0
@@ -52,8 +52,8 @@ def test_lazy_r1_penalty_flattens_the_discriminator_on_real_images():
     def trained_penalty(gp_weight: float) -> float:
         torch.manual_seed(SEED)
         batch = disks()
-        model = build_model("gan", image_size=32, augment="", r1_every=4, **SMALL)
-        opts = model.configure_optimizers(TrainConfig(lr=5e-4, gp_weight=gp_weight))
+        model = build_model("gan", image_size=32, augment="", r1_every=4, gp_weight=gp_weight, **SMALL)
+        opts = model.configure_optimizers(TrainConfig(lr=5e-4))
         for _ in range(30):
             model.training_step(batch, opts)
         model.eval()

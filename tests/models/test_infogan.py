@@ -9,7 +9,7 @@ import torch
 
 from hcmbench.config import TrainConfig
 from hcmbench.errors import HcmbenchError
-from hcmbench.models.base import build_model
+from hcmbench.models.registry import build_model
 from tests.models.spy import recorded_losses
 
 SEED = 0
@@ -67,7 +67,7 @@ def test_q_recovers_the_categorical_code(trained):
     assert (logits.argmax(1) == category).float().mean() > 0.7  # chance is 0.25
     # ... and `sample(category=k)` really fixes that code.
     for k in range(4):
-        images = model.sample(32, generator=torch.Generator().manual_seed(2), category=k)
+        images = model.sample(32, rng=torch.Generator().manual_seed(2), category=k)
         model.eval()
         predicted = model.discriminate(images)[1][0].argmax(1)
         model.train()
@@ -77,7 +77,7 @@ def test_q_recovers_the_categorical_code(trained):
 def test_fixing_the_category_changes_the_samples(trained):
     model = trained[0]
     assert model.sample_options == ("category",)
-    same = lambda k: model.sample(8, generator=torch.Generator().manual_seed(3), category=k)  # noqa: E731
+    same = lambda k: model.sample(8, rng=torch.Generator().manual_seed(3), category=k)  # noqa: E731
     assert torch.equal(same(1), same(1))
     assert (same(0) - same(1)).abs().mean() > 0.02
 

@@ -9,7 +9,7 @@ import torch
 from torch.distributions import Normal, kl_divergence
 
 from hcmbench.config import TrainConfig
-from hcmbench.models.base import build_model
+from hcmbench.models.registry import build_model
 from hcmbench.models.vae import gaussian_kl, squared_error
 from tests.models.images import disks
 

@@ -87,7 +87,7 @@ Display = Callable[[str], None]
 
 def _train_config(model: str, config: StudyConfig) -> Any:
     """The preset's training settings with the study's budget (its minutes alone) and seed."""
-    from hcmbench.models.base import model_preset
+    from hcmbench.models.registry import model_preset
 
     preset = model_preset(model, config.preset)
     return layered_train_config({}, preset.train, {"minutes": config.minutes, "seed": config.seed,
@@ -143,7 +143,7 @@ def _train_one(model: str, data_root: Path, folder: Path, data_config: DataConfi
                mlflow_client: Any, run_id: str, listeners: list, display: Display | None) -> Any:
     """Resume the model's run in `folder` (nothing to do when its minutes are spent), else start it."""
     from hcmbench import engine, tracking
-    from hcmbench.models.base import model_preset
+    from hcmbench.models.registry import model_preset
 
     if (folder / "checkpoints" / "last.pt").exists():
         if display:
@@ -173,7 +173,7 @@ def run_study(data_root: str | Path, out: str | Path, config: StudyConfig = Stud
     from hcmbench.evaluation.detectability import DetectabilityConfig
     from hcmbench.evaluation.figures import study_figures
     from hcmbench.evaluation.report import EvaluationConfig, evaluate_checkpoints
-    from hcmbench.models.base import model_preset
+    from hcmbench.models.registry import model_preset
 
     for model in config.models:  # an unknown model or preset fails before any training
         model_preset(model, config.preset)
@@ -244,7 +244,7 @@ def results_section(result: StudyResult, command: str, config: StudyConfig, figu
 def write_results_section(path: str | Path, section: str, figure_source: Path, figure_target: Path) -> None:
     """Put `section` between the study markers of `path` (replacing what was there, or appending), and
     copy Figure 4 to `figure_target`; a figure over 300 kB is refused, so the repository stays small."""
-    from hcmbench.io import atomic_path
+    from hcmbench.atomic import atomic_path
 
     path = Path(path)
     size = figure_source.stat().st_size

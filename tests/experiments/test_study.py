@@ -11,7 +11,7 @@ from hcmbench.checkpoints import read_checkpoint
 from hcmbench.cli import main
 from hcmbench.errors import HcmbenchError
 from hcmbench.evaluation.features import FeatureConfig
-from hcmbench.study import BEGIN, END, StudyConfig, run_study, write_results_section
+from hcmbench.experiments.study import BEGIN, END, StudyConfig, run_study, write_results_section
 from hcmbench.tracking import tracking_uri
 
 
@@ -36,8 +36,8 @@ def test_a_study_trains_at_the_budget_scores_draws_and_tracks(split_phantom, wor
     asked = []  # a model that takes sampler options gets the study's, for the table and for Figure 4
     monkeypatch.setattr(ToyModel, "sample_options", ("sampler", "steps"))
     plain = ToyModel.sample
-    monkeypatch.setattr(ToyModel, "sample", lambda self, n, labels=None, generator=None, **options:
-                        asked.append(options) or plain(self, n, labels, generator))
+    monkeypatch.setattr(ToyModel, "sample", lambda self, n, labels=None, rng=None, **options:
+                        asked.append(options) or plain(self, n, labels, rng))
     config = StudyConfig(**{**QUICK.__dict__, "detect_seeds": 1, "sampler": "ddim", "steps": 7})
     result = run_study(split_phantom, workdir / "study", config)
     want = {"sampler": "ddim", "steps": 7}  # the training previews take the model's own ({} for the toy)

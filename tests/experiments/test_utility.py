@@ -19,23 +19,11 @@ from hcmbench.data.acdc import GROUPS
 from hcmbench.data.phantom import PhantomConfig, write_phantom
 from hcmbench.data.slices import load_slices
 from hcmbench.errors import HcmbenchError
-from hcmbench.evaluation import utility
-from hcmbench.evaluation.utility import (
-    Method,
-    SyntheticCache,
-    UtilityConfig,
-    augment,
-    balanced_accuracy,
-    hcm_label,
-    macro_auc,
-    methods_for,
-    patient_votes,
-    rich_table,
-    roc_auc,
-    run_utility,
-    task_labels,
-    training_set,
-)
+from hcmbench.experiments.utility import UtilityConfig, rich_table, run_utility
+from hcmbench.experiments.utility import classifier as utility_classifier
+from hcmbench.experiments.utility.classifier import augment
+from hcmbench.experiments.utility.data import Method, SyntheticCache, hcm_label, methods_for, task_labels, training_set
+from hcmbench.experiments.utility.scores import balanced_accuracy, macro_auc, patient_votes, roc_auc
 from hcmbench.models.base import GenerativeModel
 
 SIZE = 32
@@ -52,9 +40,9 @@ class NoiseModel(GenerativeModel):
         self.settings = {"image_size": SIZE, "num_classes": num_classes}
         self.anchor = nn.Parameter(torch.zeros(1))  # gives the model a device
 
-    def sample(self, n, labels=None, generator=None, **options):
+    def sample(self, n, labels=None, rng=None, **options):
         self.check_labels(n, labels)
-        return torch.rand(n, 1, SIZE, SIZE, generator=generator) * 2 - 1
+        return torch.rand(n, 1, SIZE, SIZE, generator=rng) * 2 - 1
 
 
 def noise_generator(groups: tuple[str, ...] = ("HCM",), classes: list[str] | None = None) -> LoadedGenerator:
@@ -220,9 +208,9 @@ def test_augmentation_is_seeded_and_stays_in_range(monkeypatch):
     assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1 and not torch.equal(a, x)
     assert torch.equal(a, augment(x, torch.Generator().manual_seed(3)))
     # without rotation and jitter, what is left is exact flips, each of the four kinds among 64 images
-    monkeypatch.setattr(utility, "ROTATION_DEG", 0.0)
-    monkeypatch.setattr(utility, "GAIN", (1.0, 1.0))
-    monkeypatch.setattr(utility, "OFFSET", 0.0)
+    monkeypatch.setattr(utility_classifier, "ROTATION_DEG", 0.0)
+    monkeypatch.setattr(utility_classifier, "GAIN", (1.0, 1.0))
+    monkeypatch.setattr(utility_classifier, "OFFSET", 0.0)
     x = torch.rand(64, 1, SIZE, SIZE)
     flipped = augment(x, torch.Generator().manual_seed(0))
     kinds = []

@@ -28,7 +28,7 @@ from hcmbench.cli import main
 from hcmbench.errors import HcmbenchError
 from hcmbench.sweep import Heartbeat, StudySettings, TrialEpoch, load_space, run_sweep, run_worker
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "STOPPED": "KILLED"}
 
@@ -322,7 +322,7 @@ def test_a_killed_worker_trial_is_retried_and_the_study_completes(split_phantom,
 def test_a_process_that_loses_the_race_to_create_the_sqlite_tables_tries_again():
     from sqlalchemy.exc import OperationalError
 
-    from hcmbench.sweep import _retrying
+    from hcmbench.sweep.coordination import retrying
 
     calls = []
 
@@ -332,7 +332,7 @@ def test_a_process_that_loses_the_race_to_create_the_sqlite_tables_tries_again()
             raise OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
         return "storage"
 
-    assert _retrying(make) == "storage" and len(calls) == 2
+    assert retrying(make) == "storage" and len(calls) == 2
     locked = lambda: (_ for _ in ()).throw(OperationalError("SELECT", {}, Exception("unable to open database file")))  # noqa: E731
     with pytest.raises(OperationalError, match="unable to open"):  # other operational errors are not a race
-        _retrying(locked)
+        retrying(locked)

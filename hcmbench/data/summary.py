@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from hcmbench.atomic import atomic_path
 from hcmbench.data.acdc import Dataset, read_header
 from hcmbench.data.slices import SPLITS, SliceSet
 from hcmbench.errors import HcmbenchError
-from hcmbench.io import atomic_path
 
 
 @dataclass(frozen=True)

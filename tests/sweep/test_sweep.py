@@ -150,14 +150,14 @@ def test_a_sweep_can_minimise_detectability_combined_with_fid(split_phantom, wor
     metrics = runs_of("det")["trial"][0].data.metrics
     assert 0.0 <= metrics["eval/detectability"] <= 1.0 and metrics["eval/fid"] > 0
     assert trial.value == pytest.approx(metrics["eval/detectability"] + 0.01 * metrics["eval/fid"])
-    assert load_space("toy", path).objective_name == "detectability + 0.01 × fid"
+    assert load_space("toy", path).objective.name == "detectability + 0.01 × fid"
 
 
 def test_a_budget_in_kimg_sets_ticks_warmup_and_the_trials_images(split_phantom, workdir):
     path = write_space(workdir, params={"lr": {"low": 0.01, "high": 0.1, "log": True}},
                        budget={"kimg": 0.06, "tick_kimg": 0.02, "warmup_kimg": 0.03, "pruner": "median"})
     space = load_space("toy", path)
-    assert space.budget == {"kimg": 0.06, "tick_kimg": 0.02} and space.rounds == 3 and space.warmup == 2
+    assert space.budget.fields == {"kimg": 0.06, "tick_kimg": 0.02} and space.budget.rounds == 3 and space.budget.warmup == 2
     run_sweep("toy", 1, space, study_name="kimg", data_root=split_phantom, seed=0)
     trial = optuna.load_study(study_name="kimg", storage=default_storage()).trials[0]
     assert sorted(trial.intermediate_values) == [1, 2, 3]  # one report per tick
@@ -178,13 +178,13 @@ def test_a_budget_in_kimg_sets_ticks_warmup_and_the_trials_images(split_phantom,
 
 
 def test_every_shipped_search_space_loads():
-    from hcmbench.sweep import SWEEPS_DIR
+    from hcmbench.sweep import shipped_models
 
-    shipped = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+    shipped = shipped_models()
     assert shipped == ["acgan", "dcgan", "ddpm", "gan", "infogan", "vae"]
     for model in shipped:
         space = load_space(model)
-        assert space.model == model and space.params and space.figures == ("detectability", "fid")
+        assert space.model == model and space.params and space.objective.figures == ("detectability", "fid")
 
 
 def test_sweep_command_refuses_bad_input_before_touching_the_stores(workdir):
@@ -192,4 +192,9 @@ def test_sweep_command_refuses_bad_input_before_touching_the_stores(workdir):
     assert result.exit_code == 2 and result.output.startswith("error: unknown model 'nope'")
     missing = CliRunner().invoke(main, ["sweep", "--model", "toy", "--space", "no.yaml"])
     assert missing.exit_code == 2 and "no.yaml: no such search-space file" in missing.output
+    assert not (workdir / "mlruns").exists()
+    printed = CliRunner().invoke(main, ["sweep", "--model", "dcgan", "--print-space"])
+    assert printed.exit_code == 0 and yaml.safe_load(printed.output)["model"] == "dcgan"
+    (workdir / "mine.yaml").write_text(printed.output)
+    assert load_space("dcgan", workdir / "mine.yaml").raw == yaml.safe_load(printed.output)
     assert not (workdir / "mlruns").exists()
