@@ -32,7 +32,7 @@ from hcmbench.cli.options import (detect_seeds_option, detector_config, device_o
 @seed_option
 @device_option
 def evaluate(source: str, count: int, data_root: Path | None, reference_root: Path | None, out: Path | None,
-             ssim_data_range: float, sampler: str | None, steps: int | None, no_calibration: bool, group: str | None,
+             ssim_data_range: float, sampler: str | None, steps: int | None, precision: str | None, no_calibration: bool, group: str | None,
              detect_seeds: int, seed: int, device: str) -> None:
     """Score a generator: SSIM / CC / MSE, FID, KID, PRDC, memorisation, diversity, with calibration rows.
 
@@ -48,7 +48,7 @@ def evaluate(source: str, count: int, data_root: Path | None, reference_root: Pa
                               detector=detector_config(detect_seeds))
     with tempfile.TemporaryDirectory(prefix="hcmbench-") as download, display.phases() as progress:
         checkpoint = resolve_checkpoint(source, download)
-        table = evaluate_checkpoint(checkpoint, data_root, reference_root, config, sample_options(sampler, steps),
+        table = evaluate_checkpoint(checkpoint, data_root, reference_root, config, sample_options(sampler, steps, precision),
                                     device, source_name=source, progress=progress, group=group)
     for part in rich_tables(table):
         console.print(part)
@@ -65,7 +65,7 @@ def evaluate(source: str, count: int, data_root: Path | None, reference_root: Pa
 @sampling_options(guidance=False)
 @seed_option
 def figure(sources: tuple[str, ...], out: Path, data_root: Path | None, names: tuple[str, ...], sampler: str | None,
-           steps: int | None, seed: int) -> None:
+           steps: int | None, precision: str | None, seed: int) -> None:
     """The study's figures: a real slice beside one sample per model (samples.png), and each model's loss curves.
 
     SOURCES are checkpoint files, MLflow run ids, or runs:/ or models:/ URIs.
@@ -78,7 +78,7 @@ def figure(sources: tuple[str, ...], out: Path, data_root: Path | None, names: t
     with tempfile.TemporaryDirectory(prefix="hcmbench-") as download:
         checkpoints = [resolve_checkpoint(s, Path(download) / str(i)) for i, s in enumerate(sources)]
         paths = study_figures(checkpoints, out, data_root, seed, list(names) or None,
-                              sample_options=sample_options(sampler, steps))
+                              sample_options=sample_options(sampler, steps, precision))
     for path in paths:
         console.print(f"Wrote {path}", highlight=False, soft_wrap=True)
 
@@ -95,7 +95,7 @@ def figure(sources: tuple[str, ...], out: Path, data_root: Path | None, names: t
 @seed_option
 @device_option
 def compare(model_names: str | None, metric: str, count: int, out: Path, sampler: str, steps: int,
-            detect_seeds: int, seed: int, device: str) -> None:
+            precision: str | None, detect_seeds: int, seed: int, device: str) -> None:
     """The study's Table 1: the best run of each model against held-out patients, with calibration rows."""
     import tempfile
 
@@ -108,7 +108,8 @@ def compare(model_names: str | None, metric: str, count: int, out: Path, sampler
         checkpoints = download_checkpoints(runs, Path(tmp))
         table = evaluate_checkpoints(checkpoints, config=EvaluationConfig(n=count, seed=seed,
                                                                           detector=detector_config(detect_seeds)),
-                                     sample_options=sample_options(sampler, steps), device=device, progress=progress)
+                                     sample_options=sample_options(sampler, steps, precision), device=device,
+                                     progress=progress)
     table = table.with_utility(utility_gains({name: run.info.run_id for name, run in runs.items()}))
     for part in rich_tables(table):
         console.print(part)

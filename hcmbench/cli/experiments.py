@@ -32,7 +32,8 @@ from hcmbench.experiments.study import STUDY_MODELS
 @seed_option
 @device_option
 def study(data_root: Path | None, minutes: float, model_names: str, preset: str, count: int, detect_seeds: int,
-          out: Path, results_md: Path | None, sampler: str, steps: int, seed: int, device: str) -> None:
+          out: Path, results_md: Path | None, sampler: str, steps: int, precision: str | None, seed: int,
+          device: str) -> None:
     """The published study's Table 1, measured: train every model at the same budget, then score them.
 
     Each model's preset trains for --minutes into OUT/<model> (an MLflow run in hcmbench-study; an
@@ -47,7 +48,8 @@ def study(data_root: Path | None, minutes: float, model_names: str, preset: str,
 
     display = Display.current()
     config = StudyConfig(models=tuple(m.lower() for m in parse_list(model_names)), minutes=minutes, preset=preset,
-                         n=count, detect_seeds=detect_seeds, seed=seed, device=device, sampler=sampler, steps=steps)
+                         n=count, detect_seeds=detect_seeds, seed=seed, device=device, sampler=sampler, steps=steps,
+                         precision=precision or "fp32")
     root = resolve_data_root(data_root, announce=display.say)
     with display.phases() as progress:
         result = run_study(root, out, config, display=display.say, progress=progress)
@@ -59,6 +61,7 @@ def study(data_root: Path | None, minutes: float, model_names: str, preset: str,
         spelled = ["study", "--data", str(root), "--minutes", f"{minutes:g}", "--models", ",".join(config.models),
                    "--preset", preset, "-n", str(count), "--detect-seeds", str(detect_seeds), "--out", str(out),
                    "--results", str(results_md), "--sampler", sampler, "--steps", str(steps),
+                   *(["--precision", precision] if precision else []),
                    "--seed", str(seed)]  # every setting, so that it reruns as it ran
         command = "hcmbench " + " ".join(shlex.quote(arg) for arg in spelled)
         section = results_section(result, command, config, figure.relative_to(results_md.parent).as_posix())

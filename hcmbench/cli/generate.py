@@ -26,16 +26,16 @@ batch_option = click.option("--batch-size", type=click.IntRange(1), default=64, 
 @batch_option
 @device_option
 def sample(checkpoint: Path, count: int, out: Path, label: str | None, sampler: str | None, steps: int | None,
-           guidance_scale: float | None, seed: int, batch_size: int, device: str) -> None:
+           precision: str | None, guidance_scale: float | None, seed: int, batch_size: int, device: str) -> None:
     """Draw images from a checkpoint: one PNG per image and samples.npz (images in [0, 1], labels)."""
     from hcmbench.checkpoints import load_generator, resolve_device
     from hcmbench.sampling import draw, write_samples
 
     display = Display.current()
     generator = load_generator(checkpoint, device=resolve_device(device))
+    options = sample_options(sampler, steps, precision, guidance_scale)
     with display.progress(f"Sampling {generator.model.name}") as progress:
-        images, labels = draw(generator, count, label, seed, batch_size, sample_options(sampler, steps, guidance_scale),
-                              progress)
+        images, labels = draw(generator, count, label, seed, batch_size, options, progress)
     write_samples(out, images, labels, generator.classes)
     display.say(f"Wrote {count} images and samples.npz to {out}")
 
@@ -54,7 +54,7 @@ def sample(checkpoint: Path, count: int, out: Path, label: str | None, sampler: 
 @click.option("--slices-per-volume", type=click.IntRange(1), default=8, show_default=True,
               help="nifti: generated slices stacked into each patient's volume.")
 def generate(source: str, count: int, out: Path, fmt: str, label: str | None, seed: int, sampler: str | None,
-             steps: int | None, guidance_scale: float | None, batch_size: int, device: str,
+             steps: int | None, precision: str | None, guidance_scale: float | None, batch_size: int, device: str,
              slices_per_volume: int) -> None:
     """Write a synthetic dataset: ACDC-layout NIfTI (default), PNGs or one .npz, with a README.txt.
 
@@ -68,7 +68,7 @@ def generate(source: str, count: int, out: Path, fmt: str, label: str | None, se
 
     display = Display.current()
     check_format(fmt)  # before any download
-    options = sample_options(sampler, steps, guidance_scale)
+    options = sample_options(sampler, steps, precision, guidance_scale)
     with tempfile.TemporaryDirectory(prefix="hcmbench-") as download, display.progress("Sampling images") as progress:
         checkpoint = resolve_checkpoint(source, download)
         result = generate_dataset(checkpoint, out, count, fmt, label, seed, options, batch_size, device,

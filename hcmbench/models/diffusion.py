@@ -348,6 +348,7 @@ PREDICTIONS = ("eps", "v")
 LOSS_WEIGHTINGS = ("none", "min_snr")
 SAMPLERS = ("ddpm", "ddim", "dpm++")
 DEFAULT_STEPS = {"ddim": 50, "dpm++": 20}  # "ddpm": all T
+PRECISIONS = ("fp32", "bf16")  # the network's arithmetic while sampling; the samplers' stays float32
 
 # On CPU, `sample` and `validation_score` run the network on micro-batches of at most this many
 # full-resolution activation values (images × base channels × pixels: 8 images of 64 px at 32
@@ -378,7 +379,7 @@ class DDPM(GenerativeModel):
         model={"base_channels": 32, "num_res_blocks": 1, "attention_resolutions": (8,), "prediction": "v",
                "loss_weighting": "min_snr"},
         train={"batch_size": 8, "kimg": 18, "tick_kimg": 1, "patience": 20})}
-    sample_options = ("sampler", "steps", "guidance_scale", "eta")
+    sample_options = ("sampler", "steps", "guidance_scale", "eta", "precision")
 
     @property
     def preview_options(self) -> dict[str, Any]:  # type: ignore[override]
@@ -497,17 +498,24 @@ class DDPM(GenerativeModel):
     @torch.no_grad()
     def sample(self, n: int, labels: Tensor | None = None, rng: torch.Generator | None = None,
                sampler: str = "ddpm", steps: int | None = None, guidance_scale: float | None = None,
-               eta: float | None = None, **unknown: Any) -> Tensor:
-        """`n` images (n, 1, S, S) in [−1, 1]: x_T from `generator`, then the chosen sampler's loop.
+               eta: float | None = None, precision: str = "fp32", **unknown: Any) -> Tensor:
+        """`n` images (n, 1, S, S) in [−1, 1]: x_T from `rng`, then the chosen sampler's loop.
 
         sampler "ddpm": ancestral over `steps` timesteps (default T); "ddim": `steps` (default
         min(50, T)) with `eta` (default 0.0); "dpm++": DPM-Solver++(2M), deterministic, over `steps`
         (default min(20, T)). `guidance_scale` (conditional models only) defaults to the model setting.
-        Bad options raise HcmbenchError.
+        `precision` "bf16" evaluates the network under bfloat16 autocast (CPU or CUDA; about twice as
+        fast on a CPU with AVX-512 BF16), the samplers' own arithmetic staying float32; "fp32" (default)
+        does not. Bad options raise HcmbenchError.
         """
         labels = self.check_labels(n, labels)
         timesteps, eta, guidance_scale = self._check_sample_options(sampler, steps, guidance_scale, eta, unknown)
-        with self.evaluating():
+        if precision not in PRECISIONS:
+            raise HcmbenchError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision == "bf16" and self.device.type not in ("cpu", "cuda"):
+            raise HcmbenchError(f"precision bf16 needs a CPU or a CUDA device, not {self.device.type}")
+        bf16 = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+        with self.evaluating(), bf16:
             x = torch.randn((n, 1, self.image_size, self.image_size), generator=rng, device=self.device)
             output = lambda x_t, t: self.model_output(x_t, t, labels, guidance_scale)  # noqa: E731
             if sampler == "ddpm":

@@ -96,12 +96,13 @@ def test_study_command_writes_the_results_section_and_refuses_bad_input(split_ph
     doc.write_text("# Results\n")
     result = CliRunner().invoke(main, ["study", "--data", str(split_phantom), "--models", "toy", "--minutes", "0.01",
                                        "-n", "12", "--detect-seeds", "0", "--out", "study", "--results", str(doc),
-                                       "--sampler", "ddim", "--steps", "9"],
+                                       "--sampler", "ddim", "--steps", "9", "--precision", "bf16"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
     text = doc.read_text()
     assert BEGIN in text and f"Produced by `hcmbench study --data {split_phantom} --minutes 0.01 --models toy" in text
-    assert "--sampler ddim --steps 9 --seed 0`" in text and "the DDPM sampled with ddim over 9 steps" in text
+    assert "--sampler ddim --steps 9 --precision bf16 --seed 0`" in text
+    assert "the DDPM sampled with ddim over 9 steps in bf16" in text
     assert "![A real test slice" in text and (workdir / "docs" / "figures" / "study_samples.png").exists()
     bad = CliRunner().invoke(main, ["study", "--models", "toy,nope", "--out", "x"])
     assert bad.exit_code == 2 and "unknown model 'nope'" in bad.output

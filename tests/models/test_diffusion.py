@@ -419,6 +419,20 @@ def test_dpm_solver_sampler_shape_range_determinism_and_default_steps(overfit):
             assert calls[0] == timesteps - 1 and calls[-1] == 0
 
 
+def test_bf16_sampling_runs_the_network_in_bfloat16_and_stays_close_to_fp32(overfit):
+    model, _, _ = overfit
+    seen = []
+    hook = model.unet.register_forward_hook(lambda module, inputs, out: seen.append(out.dtype))
+    full = model.sample(4, rng=seeded(0), sampler="dpm++", steps=6)
+    half = model.sample(4, rng=seeded(0), sampler="dpm++", steps=6, precision="bf16")
+    hook.remove()
+    assert set(seen[:6]) == {torch.float32} and set(seen[6:]) == {torch.bfloat16}  # the network, not the solver
+    assert half.dtype == torch.float32 and torch.isfinite(half).all()
+    assert 0 < (half - full).abs().mean() < 0.05  # rounding, not another image
+    with pytest.raises(HcmbenchError, match="precision must be 'fp32' or 'bf16'"):
+        model.sample(1, rng=seeded(0), sampler="dpm++", precision="fp16")
+
+
 @pytest.mark.parametrize("options", [
     dict(sampler="dpm"), dict(sampler="DPM++"), dict(sampler="dpm++", eta=0.0), dict(sampler="dpm++", steps=0),
     dict(sampler="dpm++", steps=101),
