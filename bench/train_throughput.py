@@ -13,7 +13,8 @@ grey channel, BCE on sigmoid outputs, one D update on a real and a fake batch, t
 same fake), rebuilt here from that example's published description, timed alternately in the same
 run at the same size and batch. Sampling: wall time to draw 64 images from the DDPM preset's network
 (`--sampling-preset`, default "cpu"; "none" for the model's defaults) with ancestral sampling over all
-T = 1000 steps, DDIM over 50 steps and DPM-Solver++(2M) over 20, and the minutes 1,000 images take.
+T = 1000 steps, DDIM over 50 steps and DPM-Solver++(2M) over 20 (also with the network in bfloat16), and the minutes
+1,000 images take.
 On a slow machine `--ddpm-steps K` times K ancestral steps instead and scales the time by 1000 / K (each
 ancestral step is one network evaluation, so the cost is linear in the number of steps), and
 `--sampling-set KEY=VALUE` overrides the network's settings; the table says both. `--sampling-only`
@@ -145,14 +146,15 @@ def paired_images_per_second(steps: dict, batch_size: int, rounds: int, per_roun
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
-def sampling_seconds(size: int, device: torch.device, sampler: str, steps: int, settings: dict, n: int = 64) -> float:
+def sampling_seconds(size: int, device: torch.device, sampler: str, steps: int, settings: dict, n: int = 64,
+                     precision: str = "fp32") -> float:
     torch.manual_seed(0)
     model = build_model("ddpm", image_size=size, **settings).to(device).eval()
     rng = torch.Generator(device=device).manual_seed(0)
     model.sample(2, rng=rng, sampler="ddim", steps=2)  # warm-up
     _sync(device)
     start = time.perf_counter()
-    model.sample(n, rng=rng, sampler=sampler, steps=steps)
+    model.sample(n, rng=rng, sampler=sampler, steps=steps, precision=precision)
     _sync(device)
     return time.perf_counter() - start
 
@@ -214,7 +216,9 @@ def sampling_table(args: argparse.Namespace, device: torch.device, console: Cons
     rows = [("DDPM ancestral" + ("" if args.ddpm_steps == 1000 else f" (extrapolated from {args.ddpm_steps} steps)"),
              1000, ancestral),
             ("DDIM, η = 0", 50, sampling_seconds(args.size, device, "ddim", 50, settings)),
-            ("DPM-Solver++(2M)", 20, sampling_seconds(args.size, device, "dpm++", 20, settings))]
+            ("DPM-Solver++(2M)", 20, sampling_seconds(args.size, device, "dpm++", 20, settings)),
+            ("DPM-Solver++(2M), bf16 network", 20,
+             sampling_seconds(args.size, device, "dpm++", 20, settings, precision="bf16"))]
     described = (f"the {args.sampling_preset} preset" if preset else "default settings") + "".join(
         f", {k}={v}" for k, v in given.items())
     sampling = Table(title=f"DDPM sampling of 64 images, {args.size} px, {described}")
