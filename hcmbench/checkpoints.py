@@ -18,10 +18,10 @@ from typing import Any
 import torch
 
 from hcmbench.atomic import atomic_path
-from hcmbench.config import DataConfig, tuples
+from hcmbench.config import MOVED_TO_MODELS, DataConfig, tuples
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.base import GenerativeModel
-from hcmbench.models.registry import build_model
+from hcmbench.models.registry import build_model, model_defaults
 
 FORMAT = 1
 
@@ -45,6 +45,20 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise HcmbenchError(f"{path}: not a readable hcmbench checkpoint ({type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "model" not in state:
         raise HcmbenchError(f"{path}: not an hcmbench checkpoint (format {FORMAT})")
+    return _moved_to_models(state)
+
+
+def _moved_to_models(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint from before `config.MOVED_TO_MODELS` became model settings keeps them among its
+    training settings: they go to the model's settings (for a model that takes them), so that every
+    reader sees a checkpoint of today's form."""
+    train, settings = state.get("train_config"), state.get("settings")
+    if isinstance(train, dict) and isinstance(settings, dict) and train.keys() & set(MOVED_TO_MODELS):
+        takes = model_defaults(state["model"])
+        for name in MOVED_TO_MODELS:
+            value = train.pop(name, None)
+            if value is not None and name in takes:
+                settings.setdefault(name, value)
     return state
 
 

@@ -28,10 +28,10 @@ import torch
 from torch import Tensor
 
 from hcmbench.checkpoints import data_config_of, read_checkpoint, resolve_device, save_checkpoint
-from hcmbench.config import MOVED_TO_MODELS, DataConfig, TrainConfig
+from hcmbench.config import DataConfig, TrainConfig
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.base import GenerativeModel
-from hcmbench.models.registry import build_model, model_defaults
+from hcmbench.models.registry import build_model
 from hcmbench.plots import save_image_grid, save_loss_plot
 
 
@@ -246,9 +246,7 @@ class Trainer:
         """Load last.pt into the trainer; returns its epoch and whether that run had stopped early."""
         path = self.checkpoint_dir / "last.pt"
         state = read_checkpoint(path, map_location=self.device)
-        # settings that a run from before MOVED_TO_MODELS did not keep among the model's compare as equal
-        current = {k: v for k, v in self.model.settings.items() if k in state["settings"] or k not in MOVED_TO_MODELS}
-        if state["model"] != self.model.name or state["settings"] != current:
+        if state["model"] != self.model.name or state["settings"] != self.model.settings:
             raise HcmbenchError(f"{path}: holds a {state['model']} run with other settings; cannot resume it here")
         self.model.load_state_dict(state["state_dict"])
         if self.ema is not None and state.get("ema_state_dict") is not None:
@@ -456,12 +454,8 @@ def resume(out_dir: str | Path, epochs: int | None = None, data_root: str | Path
 
     state = read_checkpoint(Path(out_dir) / "checkpoints" / "last.pt")
     data_config = data_config_of(state)
-    saved, settings = dict(state["train_config"]), dict(state["settings"])
-    for name in MOVED_TO_MODELS:  # a run from before they were model settings: they go to the model
-        value = saved.pop(name, None)
-        if value is not None and name in model_defaults(state["model"]):
-            settings.setdefault(name, value)
-    before = TrainConfig(**saved)
+    settings = dict(state["settings"])
+    before = TrainConfig(**state["train_config"])
     if epochs is not None and before.counts_images:
         raise HcmbenchError(f"{out_dir}: the run counts its budget in images: extend it with kimg, not epochs")
     if kimg is not None and not before.counts_images:
