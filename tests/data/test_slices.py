@@ -11,7 +11,7 @@ from scipy import ndimage
 from hcmbench import HcmbenchError
 from hcmbench.config import DataConfig
 from hcmbench.data import slices as slices_module
-from hcmbench.data.acdc import GROUPS, open_dataset
+from hcmbench.data.acdc import GROUPS, LABEL_LV, LABEL_MYO, LABEL_RV, open_dataset
 from hcmbench.data.dataset import SliceDataset
 from hcmbench.data.slices import crop_field_of_view, load_slices, normalise_volume, split_patients
 
@@ -40,12 +40,22 @@ def test_every_kept_slice_shows_myocardium_centred_in_the_crop(all_slices):
         assert np.abs(centroid - 15.5).max() < 2.0
 
 
-def test_slices_without_myocardium_are_dropped(phantom_root):
-    patient = open_dataset(phantom_root).patients[0]
-    mask = patient.load_frame("ED").mask
-    expected = int(sum((mask[:, :, k] == 2).any() for k in range(mask.shape[2])))
-    one = load_slices(phantom_root, DataConfig(groups=("DCM",), frames=("ED",), size=32))
-    assert int((one.patient == patient.id).sum()) == expected
+def test_slices_without_myocardium_are_dropped(phantom_copy):
+    """Every phantom slice shows myocardium, so one patient's ED mask is edited: a slice above the heart
+    (no label at all) and one that shows the cavities but no myocardium are left out, the rest kept."""
+    patient = open_dataset(phantom_copy).select(["DCM"])[0]
+    path = patient.mask_path(patient.info.ed)
+    stored = nib.load(str(path))
+    mask = np.asanyarray(stored.dataobj).copy()
+    n_slices = mask.shape[2]
+    assert all((mask[:, :, k] == LABEL_MYO).any() for k in range(n_slices))
+    mask[:, :, 0] = 0
+    cavities_only = mask[:, :, 1]  # a view: edits the mask
+    cavities_only[cavities_only == LABEL_MYO] = 0
+    assert np.isin(cavities_only, (LABEL_RV, LABEL_LV)).any()
+    nib.save(nib.Nifti1Image(mask, stored.affine, stored.header), str(path))
+    kept = load_slices(phantom_copy, DataConfig(groups=("DCM",), frames=("ED",), size=32))
+    assert sorted(kept.slice_index[kept.patient == patient.id].tolist()) == list(range(2, n_slices))
 
 
 def test_normalise_volume_clips_to_percentiles():
