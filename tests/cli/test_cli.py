@@ -52,13 +52,34 @@ def test_synth_writes_a_dataset_and_refuses_to_overwrite(tmp_path):
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 
-def test_inspect_reports_patients_slices_and_splits(phantom_root):
-    result = run("data", "inspect", "--data", str(phantom_root), "--size", "32")
+def table_rows(output: str) -> list[list[str]]:
+    """The body rows of the rich tables in `output`, as lists of stripped cells."""
+    return [[cell.strip() for cell in line.strip("│").split("│")] for line in output.splitlines()
+            if line.startswith("│")]
+
+
+def test_inspect_reports_patients_slices_and_splits(split_phantom):
+    from hcmbench.config import DataConfig
+    from hcmbench.data import load_slices, open_dataset
+    from hcmbench.data.acdc import read_header
+
+    result = run("data", "inspect", "--data", str(split_phantom), "--size", "32")
     assert result.exit_code == 0, result.output
-    for group in ("DCM", "HCM", "MINF", "NOR", "RV"):
-        assert group in result.output
-    assert "all" in result.output and "10" in result.output  # ten patients in all
-    assert "val patients" in result.output
+    slices = load_slices(split_phantom, DataConfig(groups=("HCM", "NOR"), size=32))
+    volumes, kept = [], []
+    for group in ("HCM", "NOR"):
+        patients = [p for p in open_dataset(split_phantom).patients if p.group == group]
+        depths = [read_header(p.image_path(p.info.ed))[0][2] for p in patients]
+        volumes.append([group, str(len(patients)), f"{min(depths)}–{max(depths)}"])
+        splits = [slices.subset(np.flatnonzero((slices.group == group) & (slices.split == split)))
+                  for split in ("train", "val", "test")]
+        kept.append([group, str(int((slices.group == group).sum())),
+                     *(f"{len(part.patients)} / {len(part)}" for part in splits)])
+    totals = [f"{len(slices.of_split(s).patients)} / {len(slices.of_split(s))}" for s in ("train", "val", "test")]
+    assert all(total.split(" / ")[0] != "0" for total in totals)  # every split has patients to count
+    rows = table_rows(result.output)
+    assert [row[:3] for row in rows[:2]] == volumes and rows[2][:2] == ["all", "8"]
+    assert rows[3:5] == kept and rows[5] == ["all", str(len(slices)), *totals]
 
 
 def test_preview_writes_one_row_per_group(phantom_root, tmp_path):
