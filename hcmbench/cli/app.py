@@ -9,6 +9,7 @@ import click
 
 from hcmbench import __version__
 from hcmbench.errors import HcmbenchError
+from hcmbench.redact import mask_passwords
 
 
 class Group(click.Group):
@@ -18,7 +19,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except HcmbenchError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {mask_passwords(str(exc))}", err=True)  # a URL in it keeps no password
             ctx.exit(2)
 
 

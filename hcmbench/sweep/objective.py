@@ -14,6 +14,7 @@ import optuna
 
 from hcmbench.config import TrainConfig
 from hcmbench.errors import HcmbenchError
+from hcmbench.redact import mask_passwords
 from hcmbench.sweep.coordination import best_trial, ended
 from hcmbench.sweep.events import SweepDisplay, TrialEnded, TrialEpoch, TrialStarted
 from hcmbench.sweep.space import SearchSpace
@@ -148,7 +149,7 @@ class Objective:
             logger.log_outputs(work / "run", checkpoint=False)  # a pruned trial's weights are not worth keeping
             return Outcome("PRUNED", reason=str(exc))
         except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
+            reason = mask_passwords(f"{type(exc).__name__}: {exc}")  # an error may quote a URL with its password
             trial.set_user_attr("fail_reason", reason)
             return Outcome("FAIL", reason=reason)
         finally:

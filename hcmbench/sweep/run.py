@@ -104,7 +104,7 @@ def run_worker(study_name: str, storage: str, data_root: str | Path | None = Non
                                 " (it has no settings to run it with)")
         time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
     if tracking_uri is None and tracking.uses_default_store():
-        tracking_uri = settings.tracking_uri
+        tracking_uri = settings.tracking_uri_for(study_name, storage)
         if tracking_uri.startswith("sqlite:") and not Path(tracking_uri.split("sqlite:///", 1)[-1]).exists():
             raise HcmbenchError(f"study {study_name!r} is tracked in {tracking_uri}, a file on the machine that "
                                 "made it: pass --tracking-uri http://… (an MLflow server) here")

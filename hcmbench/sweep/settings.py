@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from hcmbench.errors import HcmbenchError
+from hcmbench.redact import has_masked_password, mask_passwords
 
 
 @dataclass(frozen=True)
@@ -60,4 +63,28 @@ class StudySettings:
         return cls(**{k: v for k, v in stored.items() if k in names})
 
     def store(self, study: Any) -> None:
-        study.set_user_attr(SETTINGS_ATTR, dataclasses.asdict(self))
+        """Kept in the study with the tracking URI's password masked: whoever can read the storage can read
+        its attributes, and a worker brings its own credentials (`tracking_uri_for`)."""
+        study.set_user_attr(SETTINGS_ATTR, {**dataclasses.asdict(self),
+                                            "tracking_uri": mask_passwords(self.tracking_uri)})
+
+    def tracking_uri_for(self, study_name: str, storage: str) -> str:
+        """The study's tracking URI as a worker can use it. A password in it was not stored: a database on
+        the study storage's server, as its user, takes the storage's password; an MLflow server takes the
+        worker's MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD; anything else must be named here."""
+        if not has_masked_password(self.tracking_uri):
+            return self.tracking_uri
+        from sqlalchemy.engine import make_url
+
+        tracked, store = make_url(self.tracking_uri), make_url(storage)
+        if tracked.drivername in ("http", "https"):
+            if os.environ.get("MLFLOW_TRACKING_USERNAME") and os.environ.get("MLFLOW_TRACKING_PASSWORD"):
+                parts = urlsplit(self.tracking_uri)
+                return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+        elif store.password and (tracked.get_backend_name(), tracked.username, tracked.host, tracked.port) == (
+                store.get_backend_name(), store.username, store.host, store.port):
+            return tracked.set(password=store.password).render_as_string(hide_password=False)
+        raise HcmbenchError(f"study {study_name!r} is tracked in {self.tracking_uri}, whose password the study "
+                            "does not keep: pass --tracking-uri (or set MLFLOW_TRACKING_URI) with it here"
+                            + (", or set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+                               if tracked.drivername in ("http", "https") else ""))
