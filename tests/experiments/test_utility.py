@@ -105,20 +105,23 @@ def test_real_classifier_tells_hcm_from_the_other_groups(study, pool):
     # phantom HCM has thick walls and a small cavity; chance is 0.5 for balanced accuracy and AUC
     assert real.patient_bacc >= 0.8 and real.slice_bacc >= 0.75 and real.slice_auc >= 0.9
     assert real.seeds == 2 and real.synthetic_slices == 0
+    assert real.slice_auc_std > 0  # the two seeds trained two different classifiers
     assert real.real_slices == len(pool)
     assert result.pool == dict.fromkeys(GROUPS, 3) and result.test_patients == dict.fromkeys(GROUPS, 1)
     assert calls == [(i, 4) for i in range(1, 5)]  # two methods × two seeds, reported after each
 
 
-def test_noise_reaches_training_and_does_not_help(study, pool):
+def test_noise_reaches_training_and_hurts(study, pool):
     result, _ = study
     real, noisy = row(result, "real"), row(result, "real+noise")
     assert noisy.model == "noise" and noisy.ratio == 1.0
     assert noisy.synthetic_slices == (pool.group == "HCM").sum() > 0  # ratio 1: as many as the real HCM slices
     assert noisy.real_slices == real.real_slices
-    assert (noisy.slice_bacc, noisy.slice_auc) != (real.slice_bacc, real.slice_auc)  # the noise changed training
-    assert noisy.slice_bacc <= real.slice_bacc + 0.02 and noisy.patient_bacc <= real.patient_bacc
-    assert result.gains()["noise"] <= 0
+    # Half the HCM class is noise: the classifier learns that HCM looks like noise, and real HCM slices fall
+    # below its threshold (real: slice 0.88, patient 1.0; with noise: 0.5 and 0.5, chance), while the
+    # ranking (AUC) mostly survives. Real's patient figure is 1.0, so only a strict drop says anything.
+    assert noisy.slice_bacc <= real.slice_bacc - 0.15 and noisy.patient_bacc < real.patient_bacc
+    assert result.gains()["noise"] == noisy.patient_bacc - real.patient_bacc < 0
 
 
 def test_the_synthetic_slices_in_the_training_set_are_the_generators(pool):
@@ -161,9 +164,33 @@ def test_one_seed_gives_one_result(phantom, shared_cache):
         runs.append(run_utility(phantom, {"noise": noise_generator()}, config))
     first, second = runs
     assert [r.method for r in first.rows] == ["real", "real+aug", "real+noise", "real+aug+noise"]
-    assert first.rows == second.rows
-    assert all(r.slice_bacc_std == r.patient_bacc_std == r.slice_auc_std == r.patient_auc_std == 0
-               for r in first.rows)
+    assert first.rows == second.rows and all(r.seeds == 1 for r in first.rows)
+
+
+def test_each_seed_trains_its_own_classifier_and_rows_hold_the_mean_and_std_over_seeds(phantom, pool, shared_cache,
+                                                                                        monkeypatch):
+    """Training and scoring stubbed: seed s scores 0.5 + 0.25 s, and 0.1 more with the noise slices."""
+    from hcmbench.experiments.utility import run as utility_run
+
+    trained = []
+
+    def train(images, labels, num_classes, config, seed, augmentation, device):
+        trained.append(seed)
+        return 0.5 + 0.25 * seed + (0.1 if len(images) > len(pool) else 0.0)  # the "classifier" is its score
+
+    monkeypatch.setattr(utility_run, "train_classifier", train)
+    monkeypatch.setattr(utility_run, "predict", lambda model, images, device: model)
+    monkeypatch.setattr(utility_run, "score", lambda model, labels, patients: dict.fromkeys(
+        ("slice_bacc", "slice_auc", "patient_bacc", "patient_auc"), model))
+    config = UtilityConfig(tasks=("hcm",), patients_per_group=(None,), synthetic_ratios=(1.0,), seeds=3, size=SIZE,
+                           augmentation=False, device="cpu")
+    result = run_utility(phantom, {"noise": noise_generator()}, config)
+    assert trained == [0, 0, 1, 1, 2, 2]  # seed by seed, each method
+    real, noisy = row(result, "real"), row(result, "real+noise")
+    assert real.seeds == noisy.seeds == 3
+    # seeds score 0.5, 0.75, 1.0: mean 0.75, population std (ddof 0) sqrt(1/24)
+    assert real.slice_bacc == pytest.approx(0.75) and real.patient_auc_std == pytest.approx((1 / 24) ** 0.5)
+    assert noisy.patient_bacc == pytest.approx(0.85) and noisy.slice_auc_std == pytest.approx((1 / 24) ** 0.5)
 
 
 # -- metrics -------------------------------------------------------------------------------------
