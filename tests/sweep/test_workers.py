@@ -7,6 +7,7 @@ on loopback; `source .ci/postgres.sh` does it by hand).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -195,22 +196,90 @@ def test_heartbeat_settings_are_checked():
         Heartbeat(interval=60, grace=60)
     with pytest.raises(HcmbenchError, match="max_retry ≥ 0"):
         Heartbeat(max_retry=-1)
-    assert Heartbeat(interval=1, grace=2, max_retry=0).max_retry == 0  # no retries is a valid choice
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize("max_retry", [0, 2])
+def test_a_stale_trial_is_queued_again_up_to_max_retry_times(tmp_path, max_retry):
+    """A one-trial study whose every claimed trial goes silent (its heartbeat aged in the database, as if its
+    worker had died): the trial fails and is queued again with its parameters max_retry times, then fails
+    for good, and the study has nothing left to claim."""
+    import sqlalchemy
+
+    from hcmbench.sweep.coordination import StudyLock, claim, rdb_storage
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    storage = rdb_storage(url, Heartbeat(interval=1, grace=2, max_retry=max_retry))
+    study = optuna.create_study(study_name="stale", storage=storage)
+    lock, study_id = StudyLock(url, "stale"), storage.get_study_id_from_name("stale")
+    engine = sqlalchemy.create_engine(url)
+    for _ in range(max_retry + 3):  # more rounds than the retries allow
+        claimed = claim(study, storage, study_id, lock, total=1, seed=0, worker="w")
+        if claimed is None:
+            break
+        trial, beats = claimed
+        trial.suggest_float("x", 0, 1)
+        beats.close()
+        with engine.begin() as connection:  # silent for an hour
+            connection.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = datetime('now', '-1 hour')"))
+        optuna.storages.fail_stale_trials(study)
+    engine.dispose()
+    trials = study.get_trials()
+    assert [t.state.name for t in trials] == ["FAIL"] * (max_retry + 1)
+    assert trials[-1].system_attrs.get("retry_history", []) == list(range(max_retry))
+    assert len({t.params["x"] for t in trials}) == 1  # every retry with the first one's parameters
+    assert claim(study, storage, study_id, lock, total=1, seed=0, worker="w") is None
 
 
 # -- worker processes -------------------------------------------------------------------------------------
 
 
-def test_two_worker_processes_on_sqlite_share_one_study(split_phantom, tmp_path):
-    """The single-machine setup: a sweep and a worker in two terminals, on the default SQLite stores."""
-    space = write_space(tmp_path, step_seconds=0.1)
+def running_trial(process: subprocess.Popen, database: Path, timeout: float = 180) -> int:
+    """The number of the first trial that `process` runs and has reported an epoch of, read from the Optuna
+    SQLite file read-only (opening it through Optuna would create its tables, racing the processes)."""
+    import sqlite3
+
+    query = """SELECT t.number FROM trials t JOIN trial_user_attributes a ON a.trial_id = t.trial_id
+               WHERE t.state = 'RUNNING' AND a.key = 'worker' AND a.value_json LIKE ?
+               AND EXISTS (SELECT 1 FROM trial_intermediate_values v WHERE v.trial_id = t.trial_id)"""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert time.monotonic() < deadline and process.poll() is None, "the process never started a trial"
+        time.sleep(0.2)
+        if not database.exists():
+            continue
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as db:
+                found = db.execute(query, (f'%:{process.pid}"',)).fetchone()
+        except sqlite3.OperationalError:  # tables not made yet, or locked a while
+            continue
+        if found is not None:
+            return found[0]
+
+
+def test_workers_on_sqlite_share_one_study_and_take_over_a_killed_workers_trial(split_phantom, tmp_path):
+    """The single-machine setup, on the default SQLite stores: a sweep and two workers in terminals of their
+    own. One worker is killed (SIGKILL) in the middle of a trial: a surviving process fails that trial once
+    its heartbeats stop, runs it again with its parameters, and the study completes."""
+    space = write_space(tmp_path, step_seconds=0.2)
+    worker = hcmbench(["worker", "--study", "local", "--wait", "120", *HEARTBEAT], tmp_path)
+    victim = hcmbench(["worker", "--study", "local", "--wait", "120", *HEARTBEAT], tmp_path)
     sweep = hcmbench(["sweep", "--model", "toy", "--trials", "6", "--space", str(space), "--study", "local",
                       "--data", str(split_phantom), *HEARTBEAT], tmp_path)
-    worker = hcmbench(["worker", "--study", "local", "--wait", "120", *HEARTBEAT], tmp_path)
-    outputs = finish(sweep), finish(worker)
     storage, tracking = (f"sqlite:///{tmp_path / 'mlruns' / name}" for name in ("optuna.db", "mlflow.db"))
+    killed_number = running_trial(victim, tmp_path / "mlruns" / "optuna.db")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    outputs = finish(sweep), finish(worker)
     trials = check_study(storage, tracking, "local", 6)
-    assert len(trials) == 6
+    killed = next(t for t in trials if t.number == killed_number)
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == killed_number)
+    assert killed.state.name == "FAIL" and retry.params == killed.params and retry.state.name in ("COMPLETE", "PRUNED")
+    _, runs = trial_runs(tracking, "local")
+    assert "stopped sending heartbeats" in runs[killed_number][0].data.tags["hcmbench.reason"]
+    counted = [t for t in trials if t.state.name != "FAIL"]
+    for process in (sweep, worker):  # both survivors ran trials of the study
+        assert any(t.user_attrs["worker"].endswith(f":{process.pid}") for t in counted), process.args[3:]
     assert "all its trials have ended" in outputs[0] + outputs[1]
 
 
