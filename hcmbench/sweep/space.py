@@ -252,6 +252,15 @@ class SearchSpace:
             raise HcmbenchError(f"{path}: unknown section(s) {', '.join(unknown)}")
         if raw.get("model", model) != model:
             raise HcmbenchError(f"{path} is a search space for {raw['model']!r}, not {model!r}")
+        start = f"`hcmbench sweep --model {model} --print-space` prints the shipped one to start from"
+        if not raw:
+            raise HcmbenchError(f"{path}: the search space is empty: {start}")
+        for section in ("objective", "budget", "data", "train", "params"):
+            if raw.get(section) is not None and not isinstance(raw[section], dict):
+                raise HcmbenchError(f"{path}: {section} must be a mapping, got {type(raw[section]).__name__}")
+        if not raw.get("params"):
+            raise HcmbenchError(f"{path}: no parameters to search (params is missing or empty), so every trial would "
+                                f"train the same model: {start}")
         objective = Objective.from_dict(raw.get("objective") or {}, path)
         budget = Budget.from_dict(raw.get("budget") or {}, path)
         train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"seed", "device", *BUDGET_FIELDS}
