@@ -283,6 +283,59 @@ def test_workers_on_sqlite_share_one_study_and_take_over_a_killed_workers_trial(
     assert "all its trials have ended" in outputs[0] + outputs[1]
 
 
+# A one-trial dcgan study small enough for a test, scored by the model's own validation score; each trial
+# trains for 6 s of wall-clock time, so that a signal finds it running.
+CTRL_C_SPACE = {
+    "model": "dcgan",
+    "objective": {"metric": "val_score"},
+    "budget": {"minutes": 0.1, "tick_kimg": 0.05, "pruner": "none"},
+    "data": {"size": 32, "groups": ["HCM"]},
+    "train": {"batch_size": 8, "sample_every": 0, "patience": 1000},
+    "params": {"lr": {"low": 1.0e-4, "high": 1.0e-3, "log": True}, "width": {"choices": [4]},
+               "latent_dim": {"choices": [8]}},
+}
+
+
+def test_ctrl_c_to_a_sweep_process_ends_it_in_one_line_and_the_same_command_resumes(split_phantom, tmp_path):
+    """A real SIGINT, as Ctrl-C sends, to `python -m hcmbench sweep` in the middle of a trial, in a shell with no
+    MLflow or hcmbench variables: exit status 130, one line and no traceback, no MLflow run left RUNNING; the
+    same command then runs the interrupted trial again, with its parameters, and ends the study."""
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(CTRL_C_SPACE))
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "HCMBENCH_DATA", "HCMBENCH_STORAGE")}
+    env.update(OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    command = [sys.executable, "-m", "hcmbench", "sweep", "--model", "dcgan", "--trials", "1", "--space", "space.yaml",
+               "--data", str(split_phantom)]
+    sweep = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    running_trial(sweep, tmp_path / "mlruns" / "optuna.db")
+    sweep.send_signal(signal.SIGINT)
+    try:
+        stdout, stderr = sweep.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        sweep.kill()
+        pytest.fail(f"the sweep did not stop on SIGINT:\n{sweep.communicate()}")
+    assert sweep.returncode == 130, stdout + stderr
+    assert stderr.splitlines()[-1] == ("stopped: the running trial was ended and queued again; run the same command "
+                                       "to continue"), stderr
+    assert "Traceback" not in stdout + stderr and "KeyboardInterrupt" not in stdout + stderr
+    storage, tracking = (f"sqlite:///{tmp_path / 'mlruns' / name}" for name in ("optuna.db", "mlflow.db"))
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("hcmbench-dcgan").experiment_id
+    assert sorted(r.info.status for r in client.search_runs([experiment])) == ["KILLED", "KILLED"]  # parent, trial
+    study = optuna.load_study(study_name="hcmbench-dcgan", storage=storage)
+    assert [t.state.name for t in study.get_trials()] == ["FAIL", "WAITING"]
+
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "all its trials have ended" in again.stderr and "Best: trial 1" in again.stdout
+    interrupted, resumed = optuna.load_study(study_name="hcmbench-dcgan", storage=storage).get_trials()
+    assert resumed.state.name == "COMPLETE" and resumed.system_attrs["failed_trial"] == 0
+    assert resumed.params == interrupted.params
+    runs = client.search_runs([experiment])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "FINISHED", "KILLED"]  # parent, the retry; trial 0
+
+
 @pytest.fixture(scope="module")
 def postgres():
     """Two fresh databases (Optuna's, MLflow's) on the server at HCMBENCH_TEST_PG_URL, dropped afterwards."""
