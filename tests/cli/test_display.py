@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import io
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 from rich.console import Console
@@ -10,6 +18,8 @@ from rich.console import Console
 from hcmbench.cli.display import Display, describe_budget
 from hcmbench.config import TrainConfig
 from hcmbench.sweep import Joined, Preparing, TrialEnded, TrialEpoch, TrialStarted, Waiting
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def stream(terminal: bool) -> tuple[Console, io.StringIO]:
@@ -91,3 +101,51 @@ def test_the_budget_reads_as_a_person_says_it():
     assert describe_budget(TrainConfig(epochs=100)) == "100 epochs"
     assert describe_budget(TrainConfig(kimg=20, minutes=15)) == "20 kimg (validated every 1 kimg), at most 15 minutes"
     assert describe_budget(TrainConfig(minutes=3, tick_kimg=0.5)) == "3 minutes (validated every 0.5 kimg)"
+
+
+# -- in a real terminal ------------------------------------------------------------------------------------
+
+
+def in_a_terminal(args: list[str], cwd: Path, timeout: float = 300) -> str:
+    """Everything `python -m hcmbench ARGS` writes, control codes included, with a pseudo-terminal of 120
+    columns as its stdin, stdout and stderr: what a person at a terminal sees."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TTY_COMPATIBLE", "TTY_INTERACTIVE", "FORCE_COLOR",
+                                                            "NO_COLOR", "MLFLOW_TRACKING_URI")}
+    env.update(TERM="xterm", COLUMNS="120", LINES="40", OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "hcmbench", *args], stdin=terminal, stdout=terminal,
+                               stderr=terminal, cwd=cwd, env=env, close_fds=True)
+    os.close(terminal)
+    chunks, deadline = [], time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([controller], [], [], 1.0)[0]:
+                try:
+                    data = os.read(controller, 65536)
+                except OSError:  # EIO: the process has closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+        else:
+            process.kill()
+    finally:
+        os.close(controller)
+    output = b"".join(chunks).decode(errors="replace")
+    assert process.wait(timeout=30) == 0, output
+    return output
+
+
+def test_a_training_run_in_a_terminal_shows_its_bar_and_quiet_removes_it(split_phantom, tmp_path):
+    train = ["train", "--model", "dcgan", "--data", str(split_phantom), "--size", "32", "--batch-size", "8",
+             "--kimg", "0.05", "--tick-kimg", "0.025", "--set", "width=4", "--set", "latent_dim=8", "--sample-every", "0"]
+    shown = in_a_terminal([*train, "--out", "shown"], tmp_path)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)  # the colours and cursor moves left out
+    # the live bar, redrawn in place: round, bar, steps, images shown and the time left
+    assert re.search(r"\rround 2 ━+ \d+/\d+ 0\.\d kimg · \S+( s)? left  d_loss \S+  g_loss \S+ ", text), text
+    assert "\x1b[?25l" in shown  # the cursor hidden while the bar is live
+    assert "tick   2/2  0.1 kimg" in text and "Checkpoint: " in text  # the lines above it stay
+
+    quiet = in_a_terminal(["--quiet", *train, "--out", "quiet"], tmp_path)
+    assert "━" not in quiet and "kimg" not in quiet and "\x1b[?25l" not in quiet
+    assert re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", quiet).split() == ["Checkpoint:", "quiet/checkpoints/best.pt"]  # the result only
