@@ -1,7 +1,10 @@
-"""Writing files so that a crash never leaves a half-written one behind."""
+"""Writing files and folders so that a crash never leaves a half-written one behind; where they cannot be
+written, one line that says why (HcmbenchError), early if possible; and a lock between processes."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import os
 import secrets
 import shutil
@@ -26,14 +29,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     The temporary name keeps the final suffix, so writers that infer a format from it still work.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    output_folder(path.parent, path)
+    if path.is_dir():
+        raise HcmbenchError(f"cannot write {path}: it is a folder")
+    try:
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
     os.close(handle)
     tmp = Path(tmp_name)
     os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a finished file gets the usual mode
     try:
         yield tmp
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise cannot_write(path, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -46,14 +57,113 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     `path` must not exist or be an empty folder (HcmbenchError otherwise), so nothing is overwritten.
     """
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
-        raise HcmbenchError(f"output folder {path} already exists and is not empty")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_new_folder(path)
+    output_folder(path.parent, path)
     tmp = path.parent / f".{path.name}.tmp-{secrets.token_hex(4)}"
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
     try:
         yield tmp
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise cannot_write(path, exc) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_new_folder(path: str | Path) -> None:
+    """Refuse (HcmbenchError) a folder to write that `atomic_folder` would refuse: one that exists and is not
+    empty, or that cannot be made. Makes nothing: commands call it before their work, so that a refusal
+    comes at once rather than after minutes of sampling."""
+    path = Path(path)
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise HcmbenchError(f"output folder {path} already exists and is not empty")
+    check_writable(path)
+
+
+# -- where a file or folder cannot be written: one line that says why -----------------------------------
+
+_REFUSED = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path`, or the nearest of its parents that exists (or is a link)."""
+    path = Path(os.path.abspath(path)) if not path.is_absolute() else path
+    while not os.path.lexists(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def _shown(path: Path, relative_to: Path) -> Path:
+    """`path` (absolute) as the user wrote the path it belongs to: relative if they gave a relative one."""
+    if relative_to.is_absolute():
+        return path
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
+def _blocker(path: Path) -> str | None:
+    """Why `path` cannot be made, as far as can be told without writing: the nearest existing part of it
+    is a file, or a folder this process may not write into; None when nothing stands in the way."""
+    existing = _nearest_existing(path)
+    target = Path(os.path.abspath(path))
+    if existing == target:
+        return None
+    if not existing.is_dir():
+        return f"{_shown(existing, path)} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{_shown(existing, path)} is not writable"
+    return None
+
+
+def check_writable(path: str | Path) -> None:
+    """Refuse (HcmbenchError, one line) a path whose folder cannot be made: part of it is a file, or the
+    nearest existing folder is not writable. Writes nothing."""
+    reason = _blocker(Path(path))
+    if reason is not None:
+        raise HcmbenchError(f"cannot write {path}: {reason}")
+
+
+def cannot_write(path: str | Path, exc: OSError) -> HcmbenchError:
+    """The one-line error for an OSError met while writing `path`."""
+    reason = _blocker(Path(path))
+    if reason is None:
+        what = (exc.strerror or type(exc).__name__).lower()
+        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
+        if exc.errno in _REFUSED and exc.filename:
+            what, where = f"{exc.filename} is not writable", ""
+        reason = f"{what}{where}"
+    return HcmbenchError(f"cannot write {path}: {reason}")
+
+
+def output_folder(path: str | Path, target: str | Path | None = None) -> Path:
+    """Make folder `path` (and its parents) if missing; an OSError becomes a one-line HcmbenchError about
+    `target` (default: the folder itself), the file or folder that was to be written there."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise cannot_write(target if target is not None else path, exc) from None
+    return path
+
+
+@contextmanager
+def file_lock(path: str | Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) on `path`, created if missing, for the block: one process at
+    a time, across processes on this machine. A dead process's lock goes with it."""
+    try:
+        handle = open(path, "a")
+    except OSError as exc:
+        raise cannot_write(path, exc) from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -167,11 +167,27 @@ def layered_train_config(defaults: dict[str, Any], preset: dict[str, Any], expli
 
 
 def cache_dir() -> Path:
-    """Where hcmbench keeps generated and preprocessed data: $HCMBENCH_CACHE, else the user cache."""
-    if os.environ.get("HCMBENCH_CACHE"):
-        return Path(os.environ["HCMBENCH_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "hcmbench"
+    """Where hcmbench keeps generated and preprocessed data: $HCMBENCH_CACHE, else the user cache.
+
+    A path that cannot be a folder (it, or a folder it would be in, is a file) raises HcmbenchError naming
+    the variable that chose it; one that is not writable fails, in one line, when something is written."""
+    given = os.environ.get("HCMBENCH_CACHE")
+    if given:
+        path = Path(given).expanduser()
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        path = Path(base).expanduser() / "hcmbench"
+    existing = path
+    while not os.path.lexists(existing) and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        if given:
+            where = "a file" if existing == path else f"but {existing} is a file"
+            raise HcmbenchError(f"HCMBENCH_CACHE is {path}, {where}, not a folder: point it at a folder hcmbench may "
+                                "write")
+        raise HcmbenchError(f"the cache folder {path} cannot be made: {existing} is a file (set HCMBENCH_CACHE to "
+                            "another folder)")
+    return path
 
 
 def with_overrides(config: T, overrides: dict[str, Any]) -> T:

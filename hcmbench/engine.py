@@ -27,11 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hcmbench.checkpoints import data_config_of, read_checkpoint, resolve_device, save_checkpoint
+from hcmbench.atomic import check_writable
+from hcmbench.checkpoints import (build_from_state, data_config_of, load_weights, read_checkpoint, resolve_device,
+                                  save_checkpoint)
 from hcmbench.config import DataConfig, TrainConfig
 from hcmbench.errors import HcmbenchError
 from hcmbench.models.base import GenerativeModel
-from hcmbench.models.registry import build_model
+from hcmbench.models.registry import build_model, check_settings
 from hcmbench.plots import save_image_grid, save_loss_plot
 
 
@@ -245,14 +247,17 @@ class Trainer:
     def _restore(self) -> tuple[int, bool]:
         """Load last.pt into the trainer; returns its epoch and whether that run had stopped early."""
         path = self.checkpoint_dir / "last.pt"
-        state = read_checkpoint(path, map_location=self.device)
+        state = read_checkpoint(path, map_location=self.device, resumable=True)
         if state["model"] != self.model.name or state["settings"] != self.model.settings:
             raise HcmbenchError(f"{path}: holds a {state['model']} run with other settings; cannot resume it here")
-        self.model.load_state_dict(state["state_dict"])
+        load_weights(self.model, state["state_dict"], path)
         if self.ema is not None and state.get("ema_state_dict") is not None:
-            self.ema.model.load_state_dict(state["ema_state_dict"])
+            load_weights(self.ema.model, state["ema_state_dict"], path, "averaged weights")
+        if len(state["optimizers"]) != len(self.optimizers):
+            raise HcmbenchError(f"{path}: holds {len(state['optimizers'])} optimisers' states, the model has "
+                                f"{len(self.optimizers)}; cannot resume it")
         for optimizer, saved in zip(self.optimizers, state["optimizers"]):
-            optimizer.load_state_dict(saved)
+            load_weights(optimizer, saved, path, "optimiser states", "the model's optimisers")
         torch.set_rng_state(state["rng"]["torch"].cpu())
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
@@ -429,6 +434,8 @@ def train(
     from hcmbench.data.dataset import SliceDataset
     from hcmbench.data.slices import load_slices
 
+    check_writable(out_dir)  # before the data work: a run folder that cannot be made, or bad settings, fail at once
+    check_settings(model_name, model_settings or {})
     slices = load_slices(data_root, data_config, progress=progress)
     train_set, val_set = SliceDataset(slices, "train"), SliceDataset(slices, "val")
     torch.manual_seed(train_config.seed)
@@ -452,10 +459,13 @@ def resume(out_dir: str | Path, epochs: int | None = None, data_root: str | Path
     from hcmbench.data.dataset import SliceDataset
     from hcmbench.data.slices import load_slices
 
-    state = read_checkpoint(Path(out_dir) / "checkpoints" / "last.pt")
+    path = Path(out_dir) / "checkpoints" / "last.pt"
+    state = read_checkpoint(path, resumable=True)
     data_config = data_config_of(state)
-    settings = dict(state["settings"])
-    before = TrainConfig(**state["train_config"])
+    try:
+        before = TrainConfig(**state["train_config"])
+    except TypeError as exc:
+        raise HcmbenchError(f"{path}: not a complete hcmbench checkpoint (train_config: {exc})") from None
     if epochs is not None and before.counts_images:
         raise HcmbenchError(f"{out_dir}: the run counts its budget in images: extend it with kimg, not epochs")
     if kimg is not None and not before.counts_images:
@@ -466,8 +476,7 @@ def resume(out_dir: str | Path, epochs: int | None = None, data_root: str | Path
     if slices.key != state["data_key"]:
         raise HcmbenchError(f"{out_dir}: the data differ from those the run started on; cannot resume")
     train_set, val_set = SliceDataset(slices, "train"), SliceDataset(slices, "val")
-    model = build_model(state["model"], image_size=settings.pop("image_size"), num_classes=settings.pop("num_classes"),
-                        **settings)
+    model = build_from_state(state, path)
     metadata = {k: state[k] for k in ("classes", "label_by", "data_config", "data_root", "data_key")}
     trainer = Trainer(model, train_set, val_set, train_config, out_dir, list(callbacks), metadata)
     return trainer.fit(resume=True)

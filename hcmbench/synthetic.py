@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from hcmbench import __version__
-from hcmbench.atomic import atomic_folder
+from hcmbench.atomic import atomic_folder, check_new_folder
 from hcmbench.config import DataConfig
 from hcmbench.errors import HcmbenchError
 from hcmbench.intensity import to_unit_range
@@ -87,12 +87,6 @@ def check_format(fmt: str) -> str:
     if name not in FORMATS:
         raise HcmbenchError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")
     return name
-
-
-def _check_empty(out: Path) -> None:
-    """Fail before any sampling when `out` would be refused by `atomic_folder` at the end."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise HcmbenchError(f"output folder {out} already exists and is not empty")
 
 
 def _group_for(class_name: str | None, label_by: str | None, data_config: DataConfig) -> str:
@@ -282,7 +276,7 @@ def generate_dataset(
     fmt, out = check_format(fmt), Path(out)
     if n < 1:
         raise HcmbenchError(f"number of images must be at least 1, got {n}")
-    _check_empty(out)
+    check_new_folder(out)  # before any sampling: refused now rather than by atomic_folder at the end
     generator = load_generator(checkpoint, device=resolve_device(device))
     state = generator.state
     data_config, label_by = data_config_of(state), state.get("label_by")

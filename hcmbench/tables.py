@@ -45,10 +45,9 @@ def markdown_document(title: str, notes: list[str], header: list[str], body: lis
 
 def write_texts(folder: str | Path, texts: dict[str, str]) -> list[Path]:
     """Write each `name: text` into `folder` (created), each file atomically; returns the paths in order."""
-    from hcmbench.atomic import atomic_path
+    from hcmbench.atomic import atomic_path, output_folder
 
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = output_folder(folder)
     paths = []
     for name, text in texts.items():
         with atomic_path(folder / name) as tmp:

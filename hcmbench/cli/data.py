@@ -9,7 +9,8 @@ from rich.table import Table
 
 from hcmbench.cli.app import Group, main
 from hcmbench.cli.display import Display, console
-from hcmbench.cli.options import data_option, groups_option, out_folder_option, parse_groups, size_option, skip_bad_option
+from hcmbench.cli.options import (check_outputs, data_option, groups_option, out_folder_option, parse_groups,
+                                  size_option, skip_bad_option)
 
 
 @main.group(cls=Group)
@@ -101,11 +102,13 @@ def inspect(data_root: Path | None, groups: tuple[str, ...], size: str, skip_bad
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="PNG file to write.")
 @click.option("--per-group", default=8, show_default=True, type=click.IntRange(1, 64), help="Slices in each row.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Which slices are drawn.")
+@click.option("--force", is_flag=True, help="Replace --out if it exists.")
 def preview(data_root: Path | None, groups: tuple[str, ...], size: str, skip_bad: bool, out: Path,
-            per_group: int, seed: int) -> None:
+            per_group: int, seed: int, force: bool) -> None:
     """Write a PNG grid of preprocessed slices, one row per group."""
     from hcmbench.data.summary import preview_grid
 
+    check_outputs([out], force)
     display = Display.current()
     _, slices = _load(display, data_root, groups, size, skip_bad)
     preview_grid(slices, out, per_group=per_group, seed=seed)

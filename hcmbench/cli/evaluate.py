@@ -8,8 +8,10 @@ import click
 
 from hcmbench.cli.app import main
 from hcmbench.cli.display import Display, console
-from hcmbench.cli.options import (detect_seeds_option, detector_config, device_option, parse_list, sample_options,
-                                  sampling_options, seed_option)
+from hcmbench.cli.options import (check_outputs, detect_seeds_option, detector_config, device_option, force_option,
+                                  parse_list, sample_options, sampling_options, seed_option)
+
+TABLE_FILES = ("table.md", "table.csv")
 
 
 @main.command()
@@ -31,9 +33,10 @@ from hcmbench.cli.options import (detect_seeds_option, detector_config, device_o
 @detect_seeds_option
 @seed_option
 @device_option
+@force_option
 def evaluate(source: str, count: int, data_root: Path | None, reference_root: Path | None, out: Path | None,
              ssim_data_range: float, sampler: str | None, steps: int | None, precision: str | None, no_calibration: bool, group: str | None,
-             detect_seeds: int, seed: int, device: str) -> None:
+             detect_seeds: int, seed: int, device: str, force: bool) -> None:
     """Score a generator: SSIM / CC / MSE, FID, KID, PRDC, memorisation, diversity, with calibration rows.
 
     SOURCE is a checkpoint file, an MLflow run id, or a runs:/ or models:/ URI (e.g. models:/hcm-dcgan@champion).
@@ -44,6 +47,8 @@ def evaluate(source: str, count: int, data_root: Path | None, reference_root: Pa
     from hcmbench.tracking import resolve_checkpoint
 
     display = Display.current()
+    out = out or default_output_folder(source)
+    check_outputs([out / name for name in TABLE_FILES], force)  # before minutes of evaluation
     config = EvaluationConfig(n=count, data_range=ssim_data_range, seed=seed, calibration=not no_calibration,
                               detector=detector_config(detect_seeds))
     with tempfile.TemporaryDirectory(prefix="hcmbench-") as download, display.phases() as progress:
@@ -52,7 +57,7 @@ def evaluate(source: str, count: int, data_root: Path | None, reference_root: Pa
                                     device, source_name=source, progress=progress, group=group)
     for part in rich_tables(table):
         console.print(part)
-    md, csv_path = table.write(out or default_output_folder(source))
+    md, csv_path = table.write(out)
     display.say(f"Wrote {md} and {csv_path}")
 
 
@@ -64,8 +69,9 @@ def evaluate(source: str, count: int, data_root: Path | None, reference_root: Pa
 @click.option("--name", "names", multiple=True, help="Panel label per source, in order. Default: the model names.")
 @sampling_options(guidance=False)
 @seed_option
+@force_option
 def figure(sources: tuple[str, ...], out: Path, data_root: Path | None, names: tuple[str, ...], sampler: str | None,
-           steps: int | None, precision: str | None, seed: int) -> None:
+           steps: int | None, precision: str | None, seed: int, force: bool) -> None:
     """The study's figures: a real slice beside one sample per model (samples.png), and each model's loss curves.
 
     SOURCES are checkpoint files, MLflow run ids, or runs:/ or models:/ URIs.
@@ -75,10 +81,12 @@ def figure(sources: tuple[str, ...], out: Path, data_root: Path | None, names: t
     from hcmbench.evaluation.figures import study_figures
     from hcmbench.tracking import resolve_checkpoint
 
+    check_outputs([out / "samples.png"], force)  # at once; the loss curves' names are known once loaded
     with tempfile.TemporaryDirectory(prefix="hcmbench-") as download:
         checkpoints = [resolve_checkpoint(s, Path(download) / str(i)) for i, s in enumerate(sources)]
         paths = study_figures(checkpoints, out, data_root, seed, list(names) or None,
-                              sample_options=sample_options(sampler, steps, precision))
+                              sample_options=sample_options(sampler, steps, precision),
+                              check=lambda files: check_outputs(files, force))
     for path in paths:
         console.print(f"Wrote {path}", highlight=False, soft_wrap=True)
 
@@ -94,8 +102,9 @@ def figure(sources: tuple[str, ...], out: Path, data_root: Path | None, names: t
 @detect_seeds_option
 @seed_option
 @device_option
+@force_option
 def compare(model_names: str | None, metric: str, count: int, out: Path, sampler: str, steps: int,
-            precision: str | None, detect_seeds: int, seed: int, device: str) -> None:
+            precision: str | None, detect_seeds: int, seed: int, device: str, force: bool) -> None:
     """The study's Table 1: the best run of each model against held-out patients, with calibration rows."""
     import tempfile
 
@@ -103,6 +112,7 @@ def compare(model_names: str | None, metric: str, count: int, out: Path, sampler
     from hcmbench.tracking import best_runs, download_checkpoints, log_comparison, utility_gains
 
     display = Display.current()
+    check_outputs([out / name for name in TABLE_FILES], force)
     runs = best_runs(list(parse_list(model_names)) if model_names else None, metric)
     with tempfile.TemporaryDirectory(prefix="hcmbench-") as tmp, display.phases() as progress:
         checkpoints = download_checkpoints(runs, Path(tmp))

@@ -8,8 +8,8 @@ import click
 
 from hcmbench.cli.app import main
 from hcmbench.cli.display import Display, console
-from hcmbench.cli.options import (data_option, detect_seeds_option, device_option, number_list, parse_list,
-                                  sampling_options, seed_option, size_option)
+from hcmbench.cli.options import (check_outputs, data_option, detect_seeds_option, device_option, force_option,
+                                  number_list, parse_list, sampling_options, seed_option, size_option)
 from hcmbench.experiments.study import STUDY_MODELS
 
 
@@ -85,8 +85,9 @@ def study(data_root: Path | None, minutes: float, model_names: str, preset: str,
 @click.option("--out", type=click.Path(path_type=Path), default=Path("utility"), show_default=True,
               help="Folder for utility.md, utility.csv and utility.png.")
 @device_option
+@force_option
 def utility(sources: tuple[str, ...], data_root: Path | None, patients: tuple, ratios: tuple, seeds: int, tasks: str,
-            size: str, epochs: int, no_augmentation: bool, out: Path, device: str) -> None:
+            size: str, epochs: int, no_augmentation: bool, out: Path, device: str, force: bool) -> None:
     """Does synthetic data help? HCM classifiers on scarce real data, with and without each generator's images.
 
     Scored on held-out real patients (balanced accuracy, ROC AUC, per slice and per patient), against classic
@@ -101,6 +102,7 @@ def utility(sources: tuple[str, ...], data_root: Path | None, patients: tuple, r
     from hcmbench.tracking import log_utility, resolve_checkpoint
 
     display = Display.current()
+    check_outputs([out / name for name in ("utility.md", "utility.csv", "utility.png")], force)
     config = UtilityConfig(tasks=parse_list(tasks), patients_per_group=patients, synthetic_ratios=ratios, seeds=seeds,
                            size=int(size), epochs=epochs, augmentation=not no_augmentation, device=device)
     data_root = resolve_data_root(data_root, announce=display.say)

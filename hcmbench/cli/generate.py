@@ -28,10 +28,12 @@ batch_option = click.option("--batch-size", type=click.IntRange(1), default=64, 
 def sample(checkpoint: Path, count: int, out: Path, label: str | None, sampler: str | None, steps: int | None,
            precision: str | None, guidance_scale: float | None, seed: int, batch_size: int, device: str) -> None:
     """Draw images from a checkpoint: one PNG per image and samples.npz (images in [0, 1], labels)."""
+    from hcmbench.atomic import check_new_folder
     from hcmbench.checkpoints import load_generator, resolve_device
     from hcmbench.sampling import draw, write_samples
 
     display = Display.current()
+    check_new_folder(out)  # before sampling, not after
     generator = load_generator(checkpoint, device=resolve_device(device))
     options = sample_options(sampler, steps, precision, guidance_scale)
     with display.progress(f"Sampling {generator.model.name}") as progress:
@@ -66,8 +68,11 @@ def generate(source: str, count: int, out: Path, fmt: str, label: str | None, se
     from hcmbench.synthetic import check_format, generate_dataset
     from hcmbench.tracking import resolve_checkpoint
 
+    from hcmbench.atomic import check_new_folder
+
     display = Display.current()
     check_format(fmt)  # before any download
+    check_new_folder(out)
     options = sample_options(sampler, steps, precision, guidance_scale)
     with tempfile.TemporaryDirectory(prefix="hcmbench-") as download, display.progress("Sampling images") as progress:
         checkpoint = resolve_checkpoint(source, download)

@@ -35,6 +35,25 @@ seed_option = click.option("--seed", type=int, default=0, show_default=True, hel
 device_option = click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda[:N] or mps.")
 out_folder_option = click.option("--out", required=True, type=click.Path(path_type=Path),
                                  help="Folder to create (must not exist or be empty).")
+force_option = click.option("--force", is_flag=True, help="Replace files of the same names already in --out.")
+
+
+def check_outputs(paths: list[Path], force: bool = False) -> None:
+    """Before a command's work: every file it will write can be written, and none is already there unless
+    `force` (--force) allows replacing it. HcmbenchError, in one line, otherwise: hcmbench never silently
+    replaces a file of the user's."""
+    from hcmbench.atomic import check_writable
+
+    for path in paths:
+        if path.is_dir():
+            raise HcmbenchError(f"cannot write {path}: it is a folder")
+    existing = [str(path) for path in paths if path.exists()]
+    if existing and not force:
+        one = len(existing) == 1
+        raise HcmbenchError(f"{', '.join(existing)} already exist{'s' if one else ''}: pass --force to replace "
+                            f"{'it' if one else 'them'}, or choose another --out")
+    for path in paths:
+        check_writable(path)
 
 
 def groups_option(default: tuple[str, ...] | None) -> Decorator:

@@ -491,6 +491,8 @@ def evaluate_checkpoints(checkpoints: dict[str, str | Path], data_root: str | Pa
                                 "a table compares generators of the same data")
     group = _canonical_group(group, data_config)
     labels = {name: _group_label(name or g.model.name, g, data_config, group) for name, g in generators.items()}
+    if data_root is None and not first.get("data_root"):
+        raise HcmbenchError(f"{next(iter(checkpoints.values()))} does not say where its training data are: give --data")
     root = Path(data_root if data_root is not None else first["data_root"])
     if not root.exists():
         raise HcmbenchError(f"{root}: the training data of this checkpoint are not there; give --data")

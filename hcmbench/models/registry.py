@@ -104,8 +104,83 @@ def model_preset(name: str, preset: str) -> Preset:
     return cls.presets[preset]
 
 
+_KINDS = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,)}
+_SAID = {"bool": "true or false", "int": "an integer", "float": "a number", "str": "a text"}
+_PLURAL = {"bool": "true or false values", "int": "integers", "float": "numbers", "str": "texts"}
+
+
+def _expected(parameter: inspect.Parameter) -> tuple[str, str | None, bool] | None:
+    """(kind, kind of its items for a tuple, None allowed) of a constructor argument, from its annotation
+    (a string under `from __future__ import annotations`, or a type), else from its default; None when
+    neither says (such a setting is not checked)."""
+    annotation = parameter.annotation
+    if annotation is inspect.Parameter.empty:
+        text = ""
+    elif isinstance(annotation, str):
+        text = annotation
+    else:
+        text = getattr(annotation, "__name__", None) or str(annotation)
+    parts = [part.strip() for part in text.replace("typing.", "").split("|")]
+    optional = "None" in parts
+    parts = [part for part in parts if part != "None"]
+    if len(parts) == 1 and parts[0] in _KINDS:
+        return parts[0], None, optional
+    if len(parts) == 1 and parts[0].startswith("tuple"):
+        item = parts[0].removeprefix("tuple").strip("[]").split(",")[0].strip()
+        return "tuple", item if item in _KINDS else None, optional
+    default = parameter.default
+    for kind in ("bool", "int", "float", "str"):  # bool first: True is an int too
+        if type(default) is _KINDS[kind][-1]:
+            return kind, None, optional
+    if isinstance(default, tuple):
+        kinds = {type(item).__name__ for item in default}
+        item = kinds.pop() if len(kinds) == 1 else None
+        return "tuple", item if item in _KINDS else None, optional
+    return None
+
+
+def _fits(value: Any, kind: str) -> bool:
+    return isinstance(value, _KINDS[kind]) and (kind == "bool" or not isinstance(value, bool))
+
+
+def check_setting_types(cls: type[GenerativeModel], settings: dict[str, Any]) -> dict[str, Any]:
+    """`settings` with each value checked against its constructor argument's type (HcmbenchError, one line:
+    "dcgan: width must be an integer, got 'abc'"); lists become tuples where a tuple is expected."""
+    parameters = inspect.signature(cls.__init__).parameters
+    checked = {}
+    for key, value in settings.items():
+        expected = _expected(parameters[key]) if key in parameters else None
+        if expected is None or (value is None and expected[2]):
+            checked[key] = value
+            continue
+        kind, item, _ = expected
+        if kind != "tuple":
+            if not _fits(value, kind):
+                raise HcmbenchError(f"{cls.name}: {key} must be {_SAID[kind]}, got {value!r}")
+        elif not isinstance(value, (tuple, list)) or (item is not None and not all(_fits(v, item) for v in value)):
+            raise HcmbenchError(f"{cls.name}: {key} must be a list of {_PLURAL.get(item or '', 'values')}, "
+                                f"got {tuple(value) if isinstance(value, list) else value!r}")
+        else:
+            value = tuple(value)
+        checked[key] = value
+    return checked
+
+
+def check_settings(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """A model's settings, checked before it is built (so a command can refuse them before its data work):
+    unknown names and values of the wrong type raise HcmbenchError; lists become tuples where expected."""
+    cls = model_class(name)
+    defaults = model_defaults(name)
+    unknown = sorted(set(settings) - set(defaults))
+    if unknown:
+        raise HcmbenchError(f"unknown setting(s) {', '.join(unknown)} for model {cls.name}: "
+                            f"known are {', '.join(sorted(defaults))}")
+    return check_setting_types(cls, settings)
+
+
 def build_model(name: str, image_size: int, num_classes: int = 0, **settings: Any) -> GenerativeModel:
-    """Instantiate a model by name; unknown settings raise HcmbenchError naming them.
+    """Instantiate a model by name; unknown settings, or settings of the wrong type, raise HcmbenchError
+    naming them.
 
     Every model takes `image_size` and `num_classes`; unconditional ones ignore the latter (a model
     may also be conditional by setting, like the DDPM's `class_conditional`: `model.conditional` is
@@ -114,10 +189,7 @@ def build_model(name: str, image_size: int, num_classes: int = 0, **settings: An
     """
     cls = model_class(name)
     defaults = model_defaults(name)
-    unknown = sorted(set(settings) - set(defaults))
-    if unknown:
-        raise HcmbenchError(f"unknown setting(s) {', '.join(unknown)} for model {cls.name}: "
-                            f"known are {', '.join(sorted(defaults))}")
+    settings = check_settings(name, settings)
     check_size(image_size, "image size")
     full = {**defaults, **settings, "image_size": image_size, "num_classes": num_classes}
     model = cls(**full)
