@@ -143,7 +143,10 @@ def _quiet_mlflow_logs() -> None:
 
 def client(uri: str | None = None):
     """An MlflowClient on tracking store `uri` (default `tracking_uri()`) and registry `registry_uri(uri)`;
-    the default sqlite store's folder is created if needed."""
+    the default sqlite store's folder is created if needed, and a new SQLite store created under a lock
+    (`_creating`)."""
+    from hcmbench.atomic import output_folder
+
     _quiet_mlflow_logs()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one tqdm bar per file, else
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a "View run" line per run, else
@@ -151,8 +154,53 @@ def client(uri: str | None = None):
 
     uri = uri or tracking_uri()
     if uri == default_tracking_uri():
-        STORE_DIR.mkdir(exist_ok=True)
-    return MlflowClient(tracking_uri=uri, registry_uri=registry_uri(uri))
+        output_folder(STORE_DIR)
+    registry = registry_uri(uri)
+    with _creating(uri, "tracking"):  # MlflowClient opens (and creates) the tracking store at once
+        mlflow_client = MlflowClient(tracking_uri=uri, registry_uri=registry)
+    if _uncreated(registry, "registry") is not None:
+        with _creating(registry, "registry"):  # the registry store is opened on first use
+            mlflow_client.search_registered_models(max_results=1)
+    return mlflow_client
+
+
+_CREATED: set[tuple[str, str]] = set()  # (URI, tracking or registry): the SQLite stores this process has opened
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///FILE` URI; None for other stores (and in-memory SQLite)."""
+    if not uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(uri).database
+    return Path(database) if database and database != ":memory:" else None
+
+
+@contextlib.contextmanager
+def _creating(uri: str, kind: str) -> Iterator[None]:
+    """The block opens the `kind` store at `uri` for the first time in this process: for a SQLite store, under a
+    file lock beside its database (`mlflow.db.lock`). MLflow creates a store when it first opens it, running
+    its schema migrations; two processes doing so at once (two `hcmbench sweep` started together in a new
+    folder) run into each other's migrations, and all but one crash ("Online migration expected to match
+    one row", "duplicate column name"). Under the lock the first creates the store and the others find it
+    made. Servers and other databases are left to MLflow."""
+    from hcmbench.atomic import file_lock
+
+    database = _uncreated(uri, kind)
+    if database is None:
+        yield
+        return
+    with file_lock(f"{database}.lock"):
+        yield
+    _CREATED.add((uri, kind))
+
+
+def _uncreated(uri: str, kind: str) -> Path | None:
+    """The database file of a SQLite `kind` store this process has not opened yet (None for any other store,
+    and for a file whose folder is missing: MLflow then says it cannot open it)."""
+    database = sqlite_file(uri)
+    return None if database is None or (uri, kind) in _CREATED or not database.parent.is_dir() else database
 
 
 def ensure_experiment(mlflow_client, model: str) -> str:

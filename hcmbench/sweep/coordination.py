@@ -18,6 +18,7 @@ longer counts (`superseded`, `ended`).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import threading
@@ -33,6 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import NullPool
 
+from hcmbench.atomic import file_lock, output_folder
 from hcmbench.errors import HcmbenchError
 from hcmbench.sweep.settings import Heartbeat
 
@@ -53,12 +55,19 @@ def display_url(url: str) -> str:
 
 
 def rdb_storage(url: str, heartbeat: Heartbeat) -> Any:
-    """Optuna's RDB storage with heartbeats, and a stale trial queued again with the same parameters."""
+    """Optuna's RDB storage with heartbeats, and a stale trial queued again with the same parameters.
+
+    A SQLite storage is opened (and, the first time, created) under a file lock beside its database, the
+    study lock's file: processes started together in a new folder then create Optuna's tables one after
+    the other instead of racing (`retrying` covers the other databases)."""
     if url == default_storage():
-        Path(make_url(url).database).parent.mkdir(exist_ok=True)
+        output_folder(Path(make_url(url).database).parent)
     if not url.startswith(("sqlite:", "postgresql", "mysql")):
         raise HcmbenchError(f"storage {display_url(url)}: use a sqlite:///FILE, postgresql://… or mysql://… URL")
-    with warnings.catch_warnings():
+    database = make_url(url).database if url.startswith("sqlite:") else None
+    lock = file_lock(f"{database}.lock") if database and database != ":memory:" and Path(database).parent.is_dir() \
+        else contextlib.nullcontext()  # no folder: Optuna says so, as for any database it cannot open
+    with warnings.catch_warnings(), lock:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=heartbeat.max_retry)
         return optuna.storages.RDBStorage(
