@@ -127,7 +127,7 @@ def check_writable(path: str | Path) -> None:
     nearest existing folder is not writable. Writes nothing."""
     reason = _blocker(Path(path))
     if reason is not None:
-        raise HcmbenchError(f"cannot write {path}: {reason}")
+        raise HcmbenchError(f"cannot write {path}: {reason}{_in_cache(path)}")
 
 
 def cannot_write(path: str | Path, exc: OSError) -> HcmbenchError:
@@ -135,11 +135,28 @@ def cannot_write(path: str | Path, exc: OSError) -> HcmbenchError:
     reason = _blocker(Path(path))
     if reason is None:
         what = (exc.strerror or type(exc).__name__).lower()
-        where = f" ({exc.filename})" if exc.filename and str(exc.filename) != str(path) else ""
-        if exc.errno in _REFUSED and exc.filename:
-            what, where = f"{exc.filename} is not writable", ""
-        reason = f"{what}{where}"
-    return HcmbenchError(f"cannot write {path}: {reason}")
+        where = Path(exc.filename) if exc.filename else None
+        if where is not None and where.name.startswith(".") and where.parent == Path(path).parent:
+            where = where.parent  # our hidden temporary sibling: the folder is what the user knows
+        if exc.errno in _REFUSED and where is not None:
+            reason = f"{where} is not writable"
+        else:
+            reason = what + (f" ({where})" if where is not None and str(where) != str(path) else "")
+    return HcmbenchError(f"cannot write {path}: {reason}{_in_cache(path)}")
+
+
+def _in_cache(path: str | Path) -> str:
+    """A hint when `path` lies in hcmbench's cache folder, which the user did not name on the command line."""
+    from hcmbench.config import cache_dir
+
+    try:
+        cache = Path(os.path.abspath(cache_dir()))
+    except HcmbenchError:
+        return ""
+    inside = Path(os.path.abspath(path))
+    if inside != cache and cache not in inside.parents:
+        return ""
+    return " (the cache folder: set HCMBENCH_CACHE to a folder you may write)"
 
 
 def output_folder(path: str | Path, target: str | Path | None = None) -> Path:

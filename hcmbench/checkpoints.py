@@ -74,13 +74,11 @@ _RESUME: dict[str, tuple[type, ...]] = {
 
 def _problems(state: dict[str, Any], resumable: bool) -> list[str]:
     """What a checkpoint dict lacks, or holds in the wrong form (a hand-made or foreign file)."""
-    problems = []
     required = {**_REQUIRED, **(_RESUME if resumable else {})}
-    for key, kinds in {**_OPTIONAL, **required}.items():
-        if key not in state:
-            if key in required:
-                problems.append(f"no {key}")
-        elif not isinstance(state[key], kinds) or (isinstance(state[key], bool) and bool not in kinds):
+    missing = [key for key in required if key not in state]
+    problems = [f"no {', '.join(missing)}"] if missing else []
+    for key, kinds in {**required, **_OPTIONAL}.items():
+        if key in state and (not isinstance(state[key], kinds) or (isinstance(state[key], bool) and bool not in kinds)):
             problems.append(f"{key} is a {type(state[key]).__name__}")
     settings = state.get("settings")
     if isinstance(settings, dict) and (not isinstance(settings.get("image_size"), int)

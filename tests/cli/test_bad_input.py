@@ -103,6 +103,31 @@ def test_a_cache_that_is_a_file_is_refused_in_one_line(split_phantom, tmp_path):
     assert cache.read_text() == "not a folder"
 
 
+def unwritable_folders(tmp_path: Path) -> list[Path]:
+    """Folders nothing can be written under: /proc (even by root), and a read-only folder (unless root)."""
+    folders = [Path("/proc/hcmbench-test")] if Path("/proc/self").is_dir() else []
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if not os.access(locked, os.W_OK):
+        folders.append(locked / "cache")
+    return folders
+
+
+def test_a_cache_that_cannot_be_written_is_refused_in_one_line_naming_it(split_phantom, tmp_path):
+    folders = unwritable_folders(tmp_path)
+    if not folders:
+        pytest.skip("no folder here that this user cannot write")
+    try:
+        for cache in folders:
+            env = {"HCMBENCH_CACHE": str(cache)}
+            one_line_error(run("data", "inspect", "--data", str(split_phantom), "--size", "32", env=env),
+                           f"cannot write {cache}", "set HCMBENCH_CACHE to a folder you may write")
+            one_line_error(run("data", "inspect", "--size", "32", env=env), f"cannot write {cache}", "HCMBENCH_CACHE")
+    finally:
+        (tmp_path / "locked").chmod(0o755)
+
+
 def crafted(folder: Path, name: str, state: dict) -> Path:
     path = folder / name
     torch.save(state, path)
