@@ -284,11 +284,11 @@ def test_workers_on_sqlite_share_one_study_and_take_over_a_killed_workers_trial(
 
 
 # A one-trial dcgan study small enough for a test, scored by the model's own validation score; each trial
-# trains for 6 s of wall-clock time, so that a signal finds it running.
+# trains for 3 s of wall-clock time, so that a signal finds it running.
 CTRL_C_SPACE = {
     "model": "dcgan",
     "objective": {"metric": "val_score"},
-    "budget": {"minutes": 0.1, "tick_kimg": 0.05, "pruner": "none"},
+    "budget": {"minutes": 0.05, "tick_kimg": 0.05, "pruner": "none"},
     "data": {"size": 32, "groups": ["HCM"]},
     "train": {"batch_size": 8, "sample_every": 0, "patience": 1000},
     "params": {"lr": {"low": 1.0e-4, "high": 1.0e-3, "log": True}, "width": {"choices": [4]},
