@@ -467,13 +467,27 @@ def _fluent_store() -> Iterator[None]:
                 os.environ[key] = value
 
 
+@contextlib.contextmanager
+def _quietly() -> Iterator[None]:
+    """Silence MLflow while it logs and registers a model, which `promote`'s caller reports in one line: its
+    advice to add type hints to the pyfunc's `predict` (free-form inputs have none), a warning it issues
+    inside its own `catch_warnings` with the filter reset to "once", so that no filter set here holds and
+    `showwarning` is silenced instead; and its "Successfully registered model" and "Created version" lines
+    on stderr. Errors still raise."""
+    import io
+    import warnings
+
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        warnings.showwarning = lambda *args, **kwargs: None  # catch_warnings puts the original back
+        yield
+
+
 def promote(model: str, metric: str = "fid", alias: str = "champion") -> Promotion:
     """Register the best finished run of `model` (by `metric`) as a version of `hcm-<model>` — a pyfunc
     generator with its checkpoint and settings inside — point `alias` at it, and copy the run's
     evaluation metrics onto the version as tags. A checkpoint that does not load and sample is refused
     (HcmbenchError) before anything is registered."""
-    import warnings
-
     import mlflow
 
     mlflow_client = client()
@@ -483,8 +497,7 @@ def promote(model: str, metric: str = "fid", alias: str = "champion") -> Promoti
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = Path(mlflow_client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, tmp))
         check_generator(checkpoint, run_id)
-        with warnings.catch_warnings(), _fluent_store():
-            warnings.simplefilter("ignore")  # MLflow suggests type hints and a signature for free-form inputs
+        with _quietly(), _fluent_store():
             with mlflow.start_run(run_id=run_id):
                 info = mlflow.pyfunc.log_model(name="generator", python_model=str(PYFUNC_CODE),
                                                artifacts={"checkpoint": str(checkpoint)})
