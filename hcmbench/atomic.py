@@ -80,9 +80,9 @@ def check_new_folder(path: str | Path) -> None:
     empty, or that cannot be made. Makes nothing: commands call it before their work, so that a refusal
     comes at once rather than after minutes of sampling."""
     path = Path(path)
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    check_writable(path, folder=True)
+    if path.is_dir() and any(path.iterdir()):
         raise HcmbenchError(f"output folder {path} already exists and is not empty")
-    check_writable(path)
 
 
 # -- where a file or folder cannot be written: one line that says why -----------------------------------
@@ -122,9 +122,11 @@ def _blocker(path: Path) -> str | None:
     return None
 
 
-def check_writable(path: str | Path) -> None:
+def check_writable(path: str | Path, folder: bool = False) -> None:
     """Refuse (HcmbenchError, one line) a path whose folder cannot be made: part of it is a file, or the
-    nearest existing folder is not writable. Writes nothing."""
+    nearest existing folder is not writable; with `folder`, also a path that is a file itself. Writes nothing."""
+    if folder and os.path.lexists(path) and not Path(path).is_dir():
+        raise HcmbenchError(f"cannot write into {path}: it is a file, not a folder")
     reason = _blocker(Path(path))
     if reason is not None:
         raise HcmbenchError(f"cannot write {path}: {reason}{_in_cache(path)}")
@@ -166,6 +168,8 @@ def output_folder(path: str | Path, target: str | Path | None = None) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        if target is None and os.path.lexists(path) and not path.is_dir():
+            raise HcmbenchError(f"cannot write into {path}: it is a file, not a folder") from None
         raise cannot_write(target if target is not None else path, exc) from None
     return path
 

@@ -434,7 +434,7 @@ def train(
     from hcmbench.data.dataset import SliceDataset
     from hcmbench.data.slices import load_slices
 
-    check_writable(out_dir)  # before the data work: a run folder that cannot be made, or bad settings, fail at once
+    check_writable(out_dir, folder=True)  # before the data work: a run folder that cannot be made, or bad settings, fail at once
     check_settings(model_name, model_settings or {})
     slices = load_slices(data_root, data_config, progress=progress)
     train_set, val_set = SliceDataset(slices, "train"), SliceDataset(slices, "val")

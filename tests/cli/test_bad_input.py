@@ -76,6 +76,24 @@ def test_an_output_under_a_file_is_refused_in_one_line(command, toy, split_phant
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing half-written beside it
 
 
+@pytest.mark.parametrize("command", ["sample", "generate", "train", "data synth", "evaluate"])
+def test_an_output_folder_that_is_a_file_is_refused_in_one_line(command, toy, split_phantom, tmp_path, tiny_features):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a file, not a folder")
+    line = one_line_error(run(*writers(toy, split_phantom, notes)[command]))
+    assert f"{notes}" in line and "is a file, not a folder" in line
+    assert notes.read_text() == "a file, not a folder" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize("command", [["sweep", "--model", "dcgan", "--trials", "1"], ["promote", "--model", "dcgan"]])
+def test_a_store_folder_that_is_a_file_is_refused_in_one_line(command, split_phantom, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "mlruns").write_text("a file, not a folder")
+    data = ["--data", str(split_phantom)] if command[0] == "sweep" else []
+    one_line_error(run(*command, *data), "mlruns: it is a file, not a folder")
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_an_output_in_a_read_only_folder_is_refused_in_one_line(command, toy, split_phantom, tmp_path, tiny_features):
     locked = tmp_path / "locked"
