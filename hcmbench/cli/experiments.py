@@ -46,7 +46,13 @@ def study(data_root: Path | None, minutes: float, model_names: str, preset: str,
     from hcmbench.evaluation.report import rich_tables
     from hcmbench.experiments.study import StudyConfig, results_section, run_study, write_results_section
 
+    from hcmbench.atomic import check_writable
+
     display = Display.current()
+    check_writable(out, folder=True)  # before minutes of training
+    if results_md is not None:
+        check_writable(results_md)
+        check_writable(results_md.parent / "figures", folder=True)
     config = StudyConfig(models=tuple(m.lower() for m in parse_list(model_names)), minutes=minutes, preset=preset,
                          n=count, detect_seeds=detect_seeds, seed=seed, device=device, sampler=sampler, steps=steps,
                          precision=precision or "fp32")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hcmbench.atomic import output_folder
 from hcmbench.config import DataConfig, layered_train_config
 from hcmbench.errors import HcmbenchError
 
@@ -112,7 +113,7 @@ def _mlflow_run(mlflow_client: Any, experiment_id: str, folder: Path, model: str
             pass
     run = mlflow_client.create_run(experiment_id, run_name=model, tags={tracking.MODEL_TAG: model,
                                                                         tracking.ROLE_TAG: "study-model"})
-    folder.mkdir(parents=True, exist_ok=True)
+    output_folder(folder)
     saved.write_text(run.info.run_id)
     return run.info.run_id
 
@@ -261,7 +262,7 @@ def write_results_section(path: str | Path, section: str, figure_source: Path, f
         text = before + section + rest.split(END, 1)[1]
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + section + "\n"
-    figure_target.parent.mkdir(parents=True, exist_ok=True)
+    output_folder(figure_target.parent, figure_target)
     shutil.copyfile(figure_source, figure_target)
     with atomic_path(path) as tmp:
         tmp.write_text(text)

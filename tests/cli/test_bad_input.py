@@ -85,6 +85,19 @@ def test_an_output_folder_that_is_a_file_is_refused_in_one_line(command, toy, sp
     assert notes.read_text() == "a file, not a folder" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
+@pytest.mark.parametrize("where", ["--out", "--results"])
+def test_a_study_that_cannot_write_its_results_is_refused_before_training(where, split_phantom, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a file, not a folder")
+    places = {"--out": str(tmp_path / "study"), "--results": str(tmp_path / "results.md"), where: str(notes / "x")}
+    result = run("study", "--data", str(split_phantom), "--models", "toy", "--minutes", "0.01", "-n", "6",
+                 "--detect-seeds", "0", *[a for key, value in places.items() for a in (key, value)])
+    one_line_error(result, f"{notes} is a file, not a folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no run, no store, no study folder
+
+
 @pytest.mark.parametrize("command", [["sweep", "--model", "dcgan", "--trials", "1"], ["promote", "--model", "dcgan"]])
 def test_a_store_folder_that_is_a_file_is_refused_in_one_line(command, split_phantom, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
