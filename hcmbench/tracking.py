@@ -122,6 +122,9 @@ def resolve_models_uri(mlflow_client, uri: str) -> tuple[str, str | None]:
 
 STUDY_TAG, ROLE_TAG, MODEL_TAG, TRIAL_TAG, STATE_TAG = (
     "hcmbench.study", "hcmbench.role", "hcmbench.model", "hcmbench.trial", "hcmbench.state")
+# The tag from which MLflow chooses an experiment's view, and the kind that selects its model-training view
+# (runs, charts, models) rather than the GenAI one (traces); its UI writes the same tag when a user picks one.
+EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND = "mlflow.experimentKind", "custom_model_development"
 # Optuna's trial states as MLflow run statuses (MLflow has no "pruned": a pruned run was killed early).
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED", "STOPPED": "KILLED"}
 
@@ -205,16 +208,20 @@ def _uncreated(uri: str, kind: str) -> Path | None:
 
 def ensure_experiment(mlflow_client, model: str) -> str:
     """The id of experiment `hcmbench-<model>`, created on first use (artifacts under mlruns/artifacts for
-    the default store; a tracking server chooses its own artifact location)."""
+    the default store; a tracking server chooses its own artifact location) and marked as a model-training
+    experiment (`mlflow.experimentKind`); one made before hcmbench marked them is marked now."""
     name = experiment_name(model)
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
+        if EXPERIMENT_KIND_TAG not in found.tags:  # a kind the user chose in the UI is left alone
+            mlflow_client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return found.experiment_id
     location = None
     if mlflow_client.tracking_uri == default_tracking_uri():
         location = (STORE_DIR / "artifacts" / name).resolve().as_uri()
     try:
-        return mlflow_client.create_experiment(name, artifact_location=location, tags={MODEL_TAG: model})
+        return mlflow_client.create_experiment(name, artifact_location=location, tags={
+            MODEL_TAG: model, EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
     except Exception:  # another worker created it between our two calls
         found = mlflow_client.get_experiment_by_name(name)
         if found is None:
@@ -292,13 +299,42 @@ def log_table(mlflow_client, run_id: str, table, folder: str = "eval", metrics: 
         mlflow_client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in table.model_metrics().items()])
 
 
-def end_run(mlflow_client, run_id: str, state: str, reason: str | None = None) -> None:
+def end_run(mlflow_client, run_id: str, state: str, reason: str | None = None, name: str | None = None) -> None:
     """Tag a run with its Optuna-style state (COMPLETE, PRUNED, FAIL, STOPPED) and end it with the matching
-    MLflow status; a reason (why it failed) goes into a tag."""
+    MLflow status; a reason (why it failed) goes into a tag, and `name` replaces the run's name."""
     if reason:
         mlflow_client.set_tag(run_id, "hcmbench.reason", reason[:5000])
     mlflow_client.set_tag(run_id, STATE_TAG, state)
+    if name:
+        mlflow_client.update_run(run_id, name=name)
     mlflow_client.set_terminated(run_id, status=RUN_STATUS.get(state, "FAILED"))
+
+
+# What a trial run's name says of a trial that ended without a score.
+STATE_WORDS = {"PRUNED": "pruned", "FAIL": "failed", "STOPPED": "stopped"}
+# The objective of each scored trial, on its run; on the study's parent run, the history, step = trial number:
+# each trial's objective, and the best so far (`best/value`, which MLflow's chart view shows first: its sections
+# are the metrics' prefixes in alphabetical order).
+OBJECTIVE_METRIC, STUDY_OBJECTIVE_METRIC, BEST_METRIC = "objective", "study/objective", "best/value"
+
+
+def trial_run_name(study: str, model: str, number: int, summary: str = "") -> str:
+    """A trial run's name as a person reads it in the runs table: "trial 3", then, once it has ended,
+    "trial 3 · fid 38.2" (or "· pruned", "· failed"). A study not named after its model (the default,
+    hcmbench-<model>) comes first: "lr-search trial 3"."""
+    head = f"trial {number}" if study == experiment_name(model) else f"{study} trial {number}"
+    return f"{head} · {summary}" if summary else head
+
+
+def log_trial_result(mlflow_client, parent: str, run_id: str, number: int, value: float, best: float) -> None:
+    """A scored trial's objective `value` on its run (`objective`), and on the study's parent run its step of
+    the study's history: `study/objective` (this trial) and `best/value` (the best so far), step = `number`."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    mlflow_client.log_batch(run_id, metrics=[Metric(OBJECTIVE_METRIC, value, now, number)])
+    mlflow_client.log_batch(parent, metrics=[Metric(STUDY_OBJECTIVE_METRIC, value, now, number),
+                                             Metric(BEST_METRIC, best, now, number)])
 
 
 def end_orphans(mlflow_client, experiment_id: str, study: str, states: dict[int, str]) -> int:
@@ -318,15 +354,46 @@ def end_orphans(mlflow_client, experiment_id: str, study: str, states: dict[int,
             continue
         reason = ("its worker stopped sending heartbeats (killed or disconnected); the trial is queued again"
                   if state == "FAIL" else "the process running it ended without closing its run")
-        end_run(mlflow_client, run.info.run_id, state, reason)
+        name = f"{run.info.run_name} · {STATE_WORDS.get(state, 'ended')}" if run.info.run_name else None
+        end_run(mlflow_client, run.info.run_id, state, reason, name)
         count += 1
     return count
+
+
+# MLflow's saved views of an experiment's runs are experiment tags `mlflow.sharedViewState.<id>` (what its
+# UI writes when a user saves a view, listed in its Views menu, opened by the URL parameter viewStateShareKey).
+SAVED_VIEW_TAG, TRIALS_VIEW = "mlflow.sharedViewState.", "hcmbench-trials"
+
+
+def save_trials_view(mlflow_client, experiment_id: str, direction: str = "minimize",
+                     figures: Iterable[str] = ("fid",)) -> None:
+    """Give the experiment the saved view "hcmbench: trials by objective" unless it has one (a user's changes
+    to it are kept): runs sorted by `objective`, best first (`direction`), which lists the trials flat instead
+    of folded under the study's run (MLflow nests them only in its default order), with the objective, the
+    objective's `figures` and the main evaluation figures as columns."""
+    import json
+
+    tag = SAVED_VIEW_TAG + TRIALS_VIEW
+    if tag in mlflow_client.get_experiment(experiment_id).tags:
+        return
+    figures = list(figures)
+    names = (["val/best"] if "val_score" in figures else
+             [f"eval/{f}" for f in dict.fromkeys([*figures, "fid", "kid", "precision", "recall", "memorization"])])
+    state = {"orderByKey": f"metrics.`{OBJECTIVE_METRIC}`", "orderByAsc": direction != "maximize",
+             "selectedColumns": [f"metrics.`{name}`" for name in [OBJECTIVE_METRIC, *names]]}
+    now = int(time.time() * 1000)
+    mlflow_client.set_experiment_tag(experiment_id, tag, json.dumps({
+        "name": "hcmbench: trials by objective", "createdAt": now, "updatedAt": now, "state": json.dumps(state)}))
 
 
 def study_parent_run(mlflow_client, experiment_id: str, model: str, study: str, tags: dict[str, str],
                      params: dict[str, Any]) -> str:
     """A sweep's parent run: found by its study tag when the study is continued, else created with
-    `tags` and the (nested) `params`."""
+    `tags` and the (nested) `params`. The experiment gets its saved view of the trials (`save_trials_view`)
+    for the objective in `params["objective"]` (metric, direction, combine)."""
+    objective = params.get("objective", {})
+    save_trials_view(mlflow_client, experiment_id, objective.get("direction", "minimize"),
+                     [objective.get("metric", "fid"), *(objective.get("combine") or {})])
     found = mlflow_client.search_runs([experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{study}' and "
                                       f"tags.`{ROLE_TAG}` = 'study'", max_results=1)
     if found:
@@ -341,14 +408,29 @@ def study_parent_run(mlflow_client, experiment_id: str, model: str, study: str, 
 
 
 def finish_study_run(mlflow_client, run_id: str, best: tuple[int | None, float | None, dict[str, Any]],
-                     plots: list[Path], status: str) -> None:
-    """A sweep's parent run gets the best trial (number, value, parameters), Optuna's plots, then its status."""
+                     plots: list[Path], status: str, best_run_id: str | None = None) -> None:
+    """A sweep's parent run gets the best trial (number, value, parameters), the evaluation figures
+    (`eval/*`) of its run `best_run_id`, so that the parent compares with the trials in every column and
+    chart, Optuna's plots, then its status."""
+    from mlflow.entities import Metric
+
     number, value, params = best
     if number is not None:
-        mlflow_client.log_metric(run_id, "best/value", value)
+        # the best at the history's last step, which is what MLflow shows as the run's value (trials ended
+        # out of order by several workers may have left another best there)
+        history = mlflow_client.get_metric_history(run_id, BEST_METRIC)
+        last = max(history, key=lambda m: (m.step, m.timestamp), default=None)
+        if last is None or last.value != value:
+            mlflow_client.log_metric(run_id, BEST_METRIC, value, step=last.step if last else 0)
         mlflow_client.set_tag(run_id, "hcmbench.best_trial", str(number))
         for key, item in params.items():
             mlflow_client.set_tag(run_id, f"best.{key}", str(item))
+    if number is not None and best_run_id:
+        now = int(time.time() * 1000)
+        figures = {k: v for k, v in mlflow_client.get_run(best_run_id).data.metrics.items() if k.startswith("eval/")}
+        if figures:  # step 0 and a later time: a new best replaces the previous one's
+            mlflow_client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in figures.items()])
+        mlflow_client.set_tag(run_id, "hcmbench.best_run", best_run_id)
     for path in plots:
         mlflow_client.log_artifact(run_id, str(path), "optuna")
     mlflow_client.set_terminated(run_id, status=status)
@@ -600,13 +682,63 @@ def utility_gains(runs: dict[str, str]) -> dict[str, float]:
     return gains
 
 
-def ui_command(host: str = "127.0.0.1", port: int = 5000) -> list[str]:
-    """The `mlflow ui` command line for this project's store."""
+@dataclass(frozen=True)
+class RunsView:
+    """An experiment's runs view in MLflow's UI: its name and URL."""
+    experiment: str
+    url: str
+
+
+def ui_address(host: str = "127.0.0.1", port: int = 5000) -> str:
+    """http://HOST:PORT of a UI listening on `host` (a wildcard address is reached on loopback)."""
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def runs_view_url(address: str, experiment_id: str, view: str | None = None) -> str:
+    """The URL of an experiment's runs in MLflow's model-training view (`workflowType=machine_learning`;
+    without it MLflow 3 opens the GenAI view, traces), in its saved view `view` when given."""
+    from urllib.parse import quote, urlencode
+
+    query = {"workflowType": "machine_learning", **({"viewStateShareKey": view} if view else {})}
+    return f"{address}/#/experiments/{experiment_id}/runs?{urlencode(query, quote_via=quote)}"
+
+
+def runs_views(host: str = "127.0.0.1", port: int = 5000) -> list[RunsView]:
+    """The runs view of every hcmbench experiment in the store, the one with the latest run first; a sweep's
+    in its saved view of the trials (`save_trials_view`). Empty when the store does not exist yet or cannot
+    be read (the UI then says why)."""
+    if uses_default_store() and not (STORE_DIR / "mlflow.db").exists():
+        return []  # not created here: `mlflow ui` creates it, and two processes creating one store collide
+    try:
+        mlflow_client = client()
+        found = []
+        for experiment in mlflow_client.search_experiments(filter_string="name LIKE 'hcmbench-%'"):
+            latest = mlflow_client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"],
+                                               max_results=1)
+            view = TRIALS_VIEW if SAVED_VIEW_TAG + TRIALS_VIEW in experiment.tags else None
+            url = runs_view_url(ui_address(host, port), experiment.experiment_id, view)
+            found.append((latest[0].info.start_time if latest else 0, experiment.name, url))
+    except Exception:  # a tracking server that is down, a store of another MLflow version
+        return []
+    return [RunsView(name, url) for _, name, url in sorted(found, key=lambda item: -item[0])]
+
+
+def ui_command(host: str = "127.0.0.1", port: int = 5000, workers: int = 1) -> list[str]:
+    """The `mlflow ui` command line for this project's store, with `workers` uvicorn workers (MLflow's
+    default, 4, takes three times as long to start on two busy cores, for one person's browser)."""
     import sys
 
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri(), "--host", host,
-               "--port", str(port)]
+               "--port", str(port), "--workers", str(workers)]
     if uses_default_store():
         STORE_DIR.mkdir(exist_ok=True)
         command += ["--default-artifact-root", (STORE_DIR / "artifacts").resolve().as_uri()]
     return command
+
+
+def ui_environment() -> dict[str, str]:
+    """The environment of `mlflow ui`: this one, with MLflow's job execution off unless it is set here. The
+    jobs (a job runner and huey consumers) serve GenAI features (judges, trace roll-ups) that hcmbench
+    does not use, and are most of the server's processes and start-up time."""
+    return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}

@@ -4,7 +4,7 @@
 - `options`: the options several commands share, TrainConfig's generated from its fields;
 - `display`: everything shown while a command works (status lines, bars, a run's and a sweep's live view);
 - one short module per command group: `data`, `train`, `generate` (sample, generate), `evaluate`
-  (evaluate, figure, compare), `sweep` (sweep, worker), `registry` (promote, ui), `experiments`
+  (evaluate, figure, compare), `sweep` (sweep, worker, dashboard), `registry` (promote, ui), `experiments`
   (study, utility).
 """
 

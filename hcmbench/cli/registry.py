@@ -33,15 +33,28 @@ def promote(model_name: str, metric: str, alias: str) -> None:
 @main.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (local only by default).")
-def ui(port: int, host: str) -> None:
-    """Start `mlflow ui` on this project's store (Ctrl-C stops it)."""
-    import subprocess
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True, help="The server's worker processes.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the runs of the latest experiment in a browser.")
+def ui(port: int, host: str, workers: int, open_browser: bool) -> None:
+    """Start `mlflow ui` on this project's store and print each experiment's runs view (Ctrl-C stops it).
 
-    from hcmbench.tracking import ui_command
+    The URLs open MLflow's model-training view (runs, charts, artifacts), with a sweep's trials side by side,
+    best first. SIGTERM, SIGINT or SIGHUP ends the server and every process it started.
+    """
+    import webbrowser
 
-    command = ui_command(host, port)
-    Display.current().say(f"MLflow UI on http://{host}:{port} (store {command[command.index('--backend-store-uri') + 1]})")
-    try:
-        raise SystemExit(subprocess.call(command))
-    except KeyboardInterrupt:
-        raise SystemExit(0) from None
+    from hcmbench.processes import serve
+    from hcmbench.redact import mask_passwords
+    from hcmbench.tracking import runs_views, tracking_uri, ui_address, ui_command, ui_environment
+
+    views = runs_views(host, port)
+    command = ui_command(host, port, workers)
+    Display.current().say(f"MLflow UI on {ui_address(host, port)} (store {mask_passwords(tracking_uri())}); "
+                          "Ctrl-C stops it")
+    for view in views:
+        console.print(f"{view.experiment}: {view.url}", highlight=False, soft_wrap=True)
+    if not views:
+        console.print(f"No runs yet: {ui_address(host, port)}", highlight=False, soft_wrap=True)
+    target = views[0].url if views else ui_address(host, port)
+    opener = (lambda: webbrowser.open(target)) if open_browser else None
+    raise SystemExit(serve(command, host, port, on_ready=opener, env=ui_environment()))

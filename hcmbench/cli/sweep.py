@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
@@ -95,3 +96,30 @@ def worker(study_name: str, data_root: Path | None, wait: float, storage: str | 
         result = run_worker(study_name, storage or default_storage(), data_root, device, timeout, wait,
                             display=show, heartbeat=heartbeat, tracking_uri=tracking_uri)
     _summarise(display, result)
+
+
+@main.command()
+@click.option("--storage", default=None, envvar="HCMBENCH_STORAGE",
+              help="Optuna storage URL of the studies. Default: $HCMBENCH_STORAGE, else sqlite:///mlruns/optuna.db.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on (local only by default).")
+@click.option("--open", "open_browser", is_flag=True, help="Open it in a browser.")
+def dashboard(storage: str | None, port: int, host: str, open_browser: bool) -> None:
+    """Start optuna-dashboard on the sweeps' studies: history, parameter importances, slices (Ctrl-C stops it).
+
+    An optional extra: pip install 'hcmbench[dashboard]'.
+    """
+    import webbrowser
+
+    from hcmbench.sweep.dashboard import serve_dashboard
+    from hcmbench.tracking import ui_address
+
+    address, display = ui_address(host, port), Display.current()
+
+    def ready() -> None:
+        display.say(f"optuna-dashboard on {address}; Ctrl-C stops it")
+        if open_browser:
+            webbrowser.open(address)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_dashboard(storage, host, port, on_ready=ready)

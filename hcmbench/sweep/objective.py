@@ -98,6 +98,7 @@ class Outcome:
     state: str  # COMPLETE, PRUNED, FAIL (or STOPPED: interrupted)
     value: float | None = None
     reason: str = ""
+    summary: str = ""  # the scored figures, for the run's name: "fid 38.2", "detectability 0.98 · fid 150"
 
 
 class Objective:
@@ -117,7 +118,8 @@ class Objective:
         train_overrides, settings = self.space.suggest(trial)
         if self.display is not None:
             self.display(TrialStarted(trial.number, dict(trial.params)))
-        run = self.client.create_run(self.experiment_id, run_name=f"{self.study}-trial-{trial.number:04d}", tags={
+        run = self.client.create_run(self.experiment_id, run_name=tracking.trial_run_name(self.study, self.model,
+                                                                                  trial.number), tags={
             "mlflow.parentRunId": self.parent, tracking.STUDY_TAG: self.study, tracking.ROLE_TAG: "trial",
             tracking.MODEL_TAG: self.model, tracking.TRIAL_TAG: str(trial.number), tracking.STATE_TAG: "RUNNING",
             "hcmbench.worker": self.worker})
@@ -136,15 +138,18 @@ class Objective:
         try:
             result = engine.train(self.model, self.data_root, work / "run", data_config, train_config, settings,
                                   callbacks=[logger, PruneOnValidation(trial, sign, self.display)])
-            if self.space.objective.metric == "val_score":
+            objective = self.space.objective
+            if objective.metric == "val_score":
                 value = result.best_score
+                summary = f"val_score {value:.3g}"
             else:
                 table = self.scorer(result.best_checkpoint)
                 tracking.log_table(self.client, run_id, table)
-                value = self.space.objective.value(table.rows[0])
+                value = objective.value(table.rows[0])
+                summary = " · ".join(f"{k} {float(getattr(table.rows[0], k)):.3g}" for k in objective.figures)
             if not math.isfinite(value):
-                raise HcmbenchError(f"the objective {self.space.objective.name} is {value}")
-            return Outcome("COMPLETE", float(value))
+                raise HcmbenchError(f"the objective {objective.name} is {value}")
+            return Outcome("COMPLETE", float(value), summary=summary)
         except optuna.TrialPruned as exc:
             logger.log_outputs(work / "run", checkpoint=False)  # a pruned trial's weights are not worth keeping
             return Outcome("PRUNED", reason=str(exc))
@@ -157,10 +162,19 @@ class Objective:
 
     def end(self, trial: Any, outcome: Outcome) -> None:
         """End the trial's MLflow run with its outcome (Optuna has been told first: a process that dies between
-        the two leaves a run that the next worker ends with the trial's state) and report it."""
+        the two leaves a run that the next worker ends with the trial's state) and report it. A scored trial's
+        objective goes on its run and, as the study's history, on the parent run; the run's name then says
+        how the trial ended: "trial 3 · fid 38.2", "trial 4 · pruned"."""
         from hcmbench import tracking
 
-        tracking.end_run(self.client, self.runs.pop(trial.number), outcome.state, outcome.reason or None)
+        run_id = self.runs.pop(trial.number)
+        if outcome.state == "COMPLETE" and outcome.value is not None:
+            best = best_trial(trial.study)[1]
+            tracking.log_trial_result(self.client, self.parent, run_id, trial.number, outcome.value,
+                                      outcome.value if best is None else best)
+        summary = outcome.summary if outcome.state == "COMPLETE" else tracking.STATE_WORDS.get(outcome.state, "")
+        tracking.end_run(self.client, run_id, outcome.state, outcome.reason or None,
+                         tracking.trial_run_name(self.study, self.model, trial.number, summary))
         if self.display is not None:
             number, value, _ = best_trial(trial.study)
             self.display(TrialEnded(trial.number, outcome.state, outcome.value, value, number, outcome.reason,

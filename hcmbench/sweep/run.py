@@ -192,12 +192,15 @@ def _work(study: Any, storage: Any, storage_url: str, settings: StudySettings, s
 
 def _leave(study: Any, mlflow_client: Any, parent: str, status: str, total: int | None = None) -> bool:
     """This process stops working on the study. The last one out (no trial running elsewhere) closes the
-    parent run with the best trial so far. Returns whether the study has all its trials."""
+    parent run with the best trial so far and its run's evaluation figures. Returns whether the study has
+    all its trials."""
     trials = study.get_trials(deepcopy=False)
     if any(t.state == optuna.trial.TrialState.RUNNING for t in trials):
         return False
     finished = total is not None and ended(trials) >= total and not any(
         t.state == optuna.trial.TrialState.WAITING for t in trials)
+    best = best_trial(study)
+    best_run = study.best_trial.user_attrs.get("mlflow_run_id") if best[0] is not None else None
     with tempfile.TemporaryDirectory() as tmp:
-        tracking.finish_study_run(mlflow_client, parent, best_trial(study), study_plots(study, Path(tmp)), status)
+        tracking.finish_study_run(mlflow_client, parent, best, study_plots(study, Path(tmp)), status, best_run)
     return finished
