@@ -176,15 +176,15 @@ def output_folder(path: str | Path, target: str | Path | None = None) -> Path:
 
 @contextmanager
 def file_lock(path: str | Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock (flock) on `path`, created if missing, for the block: one process at
-    a time, across processes on this machine. A dead process's lock goes with it."""
+    """Hold an exclusive advisory lock (flock) on `path` for the block: one process at a time, across
+    processes on this machine. `path` is a folder, or a file created if missing. A dead process's lock goes
+    with it."""
     try:
-        handle = open(path, "a")
+        handle = os.open(path, os.O_RDONLY) if os.path.isdir(path) else os.open(path, os.O_WRONLY | os.O_CREAT, 0o666)
     except OSError as exc:
         raise cannot_write(path, exc) from None
-    with handle:
+    try:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock

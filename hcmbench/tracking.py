@@ -183,7 +183,7 @@ def sqlite_file(uri: str) -> Path | None:
 @contextlib.contextmanager
 def _creating(uri: str, kind: str) -> Iterator[None]:
     """The block opens the `kind` store at `uri` for the first time in this process: for a SQLite store, under a
-    file lock beside its database (`mlflow.db.lock`). MLflow creates a store when it first opens it, running
+    lock on its database's folder (`mlruns/`). MLflow creates a store when it first opens it, running
     its schema migrations; two processes doing so at once (two `hcmbench sweep` started together in a new
     folder) run into each other's migrations, and all but one crash ("Online migration expected to match
     one row", "duplicate column name"). Under the lock the first creates the store and the others find it
@@ -194,7 +194,7 @@ def _creating(uri: str, kind: str) -> Iterator[None]:
     if database is None:
         yield
         return
-    with file_lock(f"{database}.lock"):
+    with file_lock(database.parent):  # the folder: no lock file left beside the store
         yield
     _CREATED.add((uri, kind))
 
