@@ -168,9 +168,10 @@ def test_a_stop_signal_to_ui_ends_every_process_it_started_and_frees_the_port(tm
         kill_leftovers(children)
 
 
-def test_ui_prints_the_runs_view_of_each_experiment_in_the_model_training_mode(tmp_path):
+def test_ui_prints_the_runs_view_of_each_experiment_in_the_model_training_mode_and_opens_the_latest(tmp_path):
     """Each URL opens MLflow's model-training view (workflowType=machine_learning); a sweep's experiment opens
-    in its saved view of the trials, sorted by their objective in the study's direction."""
+    in its saved view of the trials, sorted by their objective in the study's direction. `--open` opens the
+    latest experiment's once the server answers, in the browser that $BROWSER names."""
     from mlflow import MlflowClient
 
     from hcmbench.tracking import save_trials_view
@@ -184,12 +185,19 @@ def test_ui_prints_the_runs_view_of_each_experiment_in_the_model_training_mode(t
     time.sleep(0.01)
     studied = client.create_experiment("hcmbench-study")
     client.set_terminated(client.create_run(studied).info.run_id)
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser.py"  # a browser that writes down the URL it is asked to open
+    browser.write_text(f"import sys, pathlib\npathlib.Path({str(opened)!r}).write_text(sys.argv[1])\n")
     port = free_port()
-    ui = subprocess.Popen([sys.executable, "-m", "hcmbench", "ui", "--port", str(port)], cwd=project,
-                          env=user_environment(tmp_path / "cache"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          text=True)
+    ui = subprocess.Popen([sys.executable, "-m", "hcmbench", "ui", "--port", str(port), "--open"], cwd=project,
+                          env={**user_environment(tmp_path / "cache"), "BROWSER": f"{sys.executable} {browser} %s"},
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         printed = read_lines(ui, 2)  # printed before the server starts
+        deadline = time.monotonic() + 180
+        while not opened.exists() and time.monotonic() < deadline and ui.poll() is None:
+            time.sleep(0.2)
+        assert listening(port), "the browser was opened before the server answered"
     finally:
         children = descendants(ui.pid)
         stop_and_wait(ui, signal.SIGTERM)
@@ -200,6 +208,7 @@ def test_ui_prints_the_runs_view_of_each_experiment_in_the_model_training_mode(t
     address = f"http://127.0.0.1:{port}/#/experiments"
     assert urls["hcmbench-study"] == f"{address}/{studied}/runs?workflowType=machine_learning"
     assert urls["hcmbench-vae"] == f"{address}/{swept}/runs?workflowType=machine_learning&viewStateShareKey=hcmbench-trials"
+    assert opened.read_text() == urls["hcmbench-study"]
     saved = json.loads(client.get_experiment(swept).tags["mlflow.sharedViewState.hcmbench-trials"])
     state = json.loads(saved["state"])
     assert saved["name"] == "hcmbench: trials by objective" and isinstance(saved["createdAt"], int)
