@@ -275,6 +275,15 @@ def chart(driver, metric: str):
     return titles[0] if titles and titles[0].is_displayed() else False
 
 
+def drawn(driver) -> bool:
+    """Whether every chart card shown has been drawn (MLflow shows a spinner until a chart's data arrive)."""
+    from selenium.webdriver.common.by import By
+
+    cards = [title for title in driver.find_elements(By.CSS_SELECTOR, "h4[title]") if title.is_displayed()]
+    plots = [plot for plot in driver.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg") if plot.is_displayed()]
+    return bool(plots) and len(plots) >= len(cards)
+
+
 def in_first_sight(driver, element) -> bool:
     """Whether `element` lies in the window as the page opened, without scrolling."""
     return driver.execute_script("const r = arguments[0].getBoundingClientRect(); "
@@ -340,13 +349,14 @@ def test_chromium_finds_the_trials_their_figures_and_a_sample_grid_in_mlflow_ui(
         driver.get(f"{url}&compareRunsMode=CHART")
         progress = wait_for(driver, lambda d: chart(d, "best/value"), "chart best/value")
         assert in_first_sight(driver, progress)
-        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".js-plotly-plot .main-svg"), "a drawn chart")
+        wait_for(driver, drawn, "the drawing of chart best/value")
         close_assistant(driver)
         driver.save_screenshot(str(shots / "2-charts.png"))
         for metric in ("study/objective", "eval/fid"):
             search_charts(driver, metric)
             wait_for(driver, lambda d: chart(d, metric), f"chart {metric}")
-        driver.save_screenshot(str(shots / "3-chart-eval-fid.png"))
+            wait_for(driver, drawn, f"the drawing of chart {metric}")
+            driver.save_screenshot(str(shots / f"3-chart-{metric.replace('/', '-')}.png"))
 
         # The study's run carries the best trial's evaluation figures.
         driver.get(f"http://127.0.0.1:{port}/#/experiments/{experiment}/runs/{parent.info.run_id}"
