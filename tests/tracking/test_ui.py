@@ -3,13 +3,14 @@ its PID alone, and (marker `browser`) a headless Chromium on MLflow's UI after a
 
 The browser test needs Debian's `chromium` and `chromium-driver` and the `selenium` package (the `test`
 extra); it is skipped without them, except in CI (`CI=true`, where .ci/run installs them), where it fails.
-SLOW: the stop-signal tests start MLflow's server (5–30 s each on two busy cores); the browser test runs a
-two-trial sweep and the server (about 40 s).
+SLOW, measured on two busy cores: each test starts MLflow's server (11–13 s each, up to 30 s under heavy
+load); the browser test also runs a two-trial sweep first (35–45 s in all).
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -219,14 +220,10 @@ def test_ui_prints_the_runs_view_of_each_experiment_in_the_model_training_mode_a
 # -- the browser -------------------------------------------------------------------------------------------
 
 
-def browser_or_skip():
-    """A headless Chromium driven by selenium; skipped when one is missing, but a failure in CI."""
+def require_browser() -> None:
+    """Skip the test when Chromium, its driver or selenium is missing; fail it in CI, which must run it."""
     missing = [name for name in (CHROMIUM, CHROMEDRIVER) if shutil.which(name) is None]
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.options import Options
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
+    if importlib.util.find_spec("selenium") is None:
         missing.append("selenium")
     if missing:
         reason = (f"no {', '.join(missing)}: apt-get install -y chromium chromium-driver, and "
@@ -234,6 +231,15 @@ def browser_or_skip():
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must run the browser test: {reason}")
         pytest.skip(reason)
+
+
+def browser():
+    """A headless Chromium driven by selenium."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    require_browser()
     options = Options()
     options.binary_location = shutil.which(CHROMIUM)
     for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -245,6 +251,7 @@ def browser_or_skip():
 @pytest.fixture(scope="module")
 def swept(split_phantom, tmp_path_factory) -> Path:
     """A project folder holding a finished two-trial dcgan sweep, made by `hcmbench sweep`."""
+    require_browser()  # before the sweep
     project = tmp_path_factory.mktemp("user") / "project"
     project.mkdir()
     (project / "space.yaml").write_text(yaml.safe_dump(SPACE))
@@ -328,7 +335,7 @@ def test_chromium_finds_the_trials_their_figures_and_a_sample_grid_in_mlflow_ui(
         (n, r.data.metrics["objective"]) for n, r in enumerate(trials)]
     shots = tmp_path / "shots"
     shots.mkdir()
-    driver = browser_or_skip()
+    driver = browser()
     port = free_port()
     ui = start_ui(swept, port)
     try:
