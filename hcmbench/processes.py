@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from hcmbench.errors import HcmbenchError
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -43,7 +45,10 @@ def serve(command: Sequence[str], host: str, port: int, on_ready: Callable[[], N
     """Run the server `command` (in environment `env`, default this one) in a process group of its own until
     it exits or this process is told to stop (SIGTERM, SIGINT, SIGHUP); `on_ready()` is called once
     host:port accepts connections. The whole group is ended before returning. Returns the server's exit
-    status, or 0 when stopped by a signal."""
+    status, or 0 when stopped by a signal. HcmbenchError when something already listens on host:port."""
+    if accepts_connections(host, port):
+        raise HcmbenchError(f"port {port} on {host} is taken (another server, or a `hcmbench ui` still running): "
+                            "pass --port")
 
     def stop(signum: int, frame) -> None:
         raise Stopped(signum)

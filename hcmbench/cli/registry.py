@@ -47,14 +47,15 @@ def ui(port: int, host: str, workers: int, open_browser: bool) -> None:
     from hcmbench.redact import mask_passwords
     from hcmbench.tracking import runs_views, tracking_uri, ui_address, ui_command, ui_environment
 
-    views = runs_views(host, port)
-    command = ui_command(host, port, workers)
-    Display.current().say(f"MLflow UI on {ui_address(host, port)} (store {mask_passwords(tracking_uri())}); "
-                          "Ctrl-C stops it")
+    views, address, display = runs_views(host, port), ui_address(host, port), Display.current()
     for view in views:
         console.print(f"{view.experiment}: {view.url}", highlight=False, soft_wrap=True)
     if not views:
-        console.print(f"No runs yet: {ui_address(host, port)}", highlight=False, soft_wrap=True)
-    target = views[0].url if views else ui_address(host, port)
-    opener = (lambda: webbrowser.open(target)) if open_browser else None
-    raise SystemExit(serve(command, host, port, on_ready=opener, env=ui_environment()))
+        console.print(f"No runs yet: {address}", highlight=False, soft_wrap=True)
+
+    def ready() -> None:
+        display.say(f"MLflow UI on {address} (store {mask_passwords(tracking_uri())}); Ctrl-C stops it")
+        if open_browser:
+            webbrowser.open(views[0].url if views else address)
+
+    raise SystemExit(serve(ui_command(host, port, workers), host, port, on_ready=ready, env=ui_environment()))

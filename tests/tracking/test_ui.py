@@ -217,6 +217,18 @@ def test_ui_prints_the_runs_view_of_each_experiment_in_the_model_training_mode_a
     assert state["selectedColumns"][:3] == ["metrics.`objective`", "metrics.`eval/precision`", "metrics.`eval/recall`"]
 
 
+def test_ui_on_a_port_that_is_taken_says_so_in_one_line(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "hcmbench", "ui", "--port", str(port)], cwd=tmp_path,
+                              env=user_environment(tmp_path / "cache"), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (f"error: port {port} on 127.0.0.1 is taken (another server, or a `hcmbench ui` still "
+                           "running): pass --port\n")
+
+
 # -- the browser -------------------------------------------------------------------------------------------
 
 
