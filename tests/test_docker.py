@@ -13,11 +13,7 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from base64 import b64encode
@@ -27,6 +23,7 @@ import pytest
 import yaml
 
 from hcmbench.cli import main
+from tests.servers import serve_mlflow
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
 COMPOSE_FILES = ("compose.yaml", "compose.acdc.yaml", "compose.gpu.yaml", "compose.auth.yaml")
@@ -217,12 +214,6 @@ def test_docker_compose_refuses_to_start_without_a_database_password():
 
 # -- a real MLflow server behind its basic-auth app, configured by the shipped basic_auth.ini -------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory):
     """`mlflow server` on loopback started as compose.auth.yaml starts it (its entrypoint, docker/basic_auth.ini
@@ -241,33 +232,10 @@ def auth_server(tmp_path_factory):
     for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_URI"):
         env.pop(name, None)
     _, *server = yaml.safe_load((DOCKER / "compose.auth.yaml").read_text())["services"]["mlflow"]["entrypoint"]
-    port = free_port()
-    log = folder / "mlflow-server.log"  # a file, not a pipe nobody reads: a full pipe would block it
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("mlflow")), *server,
-             "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--serve-artifacts",
-             "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-             "--workers", "1"], stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail(f"the MLflow server with basic auth did not start:\n{log.read_text()}")
-        time.sleep(0.3)
-    yield url, user, password
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+    with serve_mlflow([*server, "--backend-store-uri", f"sqlite:///{folder / 'mlflow.db'}", "--serve-artifacts",
+                       "--artifacts-destination", str(folder / "artifacts")], folder / "mlflow-server.log", env=env,
+                      name="the MLflow server with basic auth") as url:
+        yield url, user, password
 
 
 def status(url: str, credentials: tuple[str, str] | None = None) -> int:

@@ -30,18 +30,6 @@ def one_line_error(result, *fragments: str) -> str:
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def toy(split_phantom, tmp_path_factory) -> Path:
-    """A toy checkpoint trained on HCM of the split phantom (which has a test split to evaluate against)."""
-    folder = tmp_path_factory.mktemp("toy")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HCMBENCH_CACHE", str(folder / "cache"))
-        result = run("train", "--model", "toy", "--data", str(split_phantom), "--groups", "HCM", "--size", "32",
-                     "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "8", "--out", str(folder / "run"))
-    assert result.exit_code == 0, result.output
-    return folder / "run" / "checkpoints" / "best.pt"
-
-
 @pytest.fixture
 def tiny_features(monkeypatch):
     """`evaluate` with a tiny feature network, so that a command that wrongly gets that far is not slow."""

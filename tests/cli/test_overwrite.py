@@ -34,17 +34,6 @@ def mine(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def toy(split_phantom, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("toy")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HCMBENCH_CACHE", str(folder / "cache"))
-        result = run("train", "--model", "toy", "--data", str(split_phantom), "--groups", "HCM", "--size", "32",
-                     "--epochs", "1", "--max-steps-per-epoch", "2", "--batch-size", "8", "--out", str(folder / "run"))
-    assert result.exit_code == 0, result.output
-    return folder / "run" / "checkpoints" / "best.pt"
-
-
 @pytest.fixture
 def no_work(monkeypatch):
     """Preprocessing, loading a checkpoint and looking up runs fail the test: a refusal must come first."""

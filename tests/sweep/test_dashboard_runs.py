@@ -5,50 +5,18 @@ study's history (the objective at step = trial number). The toy model on a tiny 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import optuna
-import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
 import tests.toy_model  # noqa: F401  (registers "toy")
-from hcmbench.evaluation.features import FeatureConfig
-from hcmbench.sweep import default_storage, load_space, run_sweep
+from hcmbench.sweep import load_space, run_sweep
 from hcmbench.tracking import tracking_uri
-
-SPACE = {
-    "model": "toy",
-    "objective": {"metric": "fid", "images": 12},
-    "budget": {"epochs": 2, "pruner": "median", "startup_trials": 1, "warmup_epochs": 0},
-    "data": {"size": 32, "groups": ["HCM"]},
-    "train": {"batch_size": 8, "sample_every": 1},
-    "params": {"lr": {"low": 1e-3, "high": 0.1, "log": True}, "noise": {"choices": [0.05, 0.1, 0.3]},
-               "nan_after": {"choices": [0, 1]}},
-}
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    """A fresh folder as the working directory (the default stores land in it), a tiny feature space."""
-    import hcmbench.evaluation.features as features
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(features, "FeatureConfig", lambda: FeatureConfig(dim=8, epochs=1, width=4))
-    (tmp_path / "toy.yaml").write_text(yaml.safe_dump(SPACE))
-    return tmp_path
-
-
-def enqueue(name: str, *params: dict) -> None:
-    Path("mlruns").mkdir(exist_ok=True)
-    study = optuna.create_study(study_name=name, storage=default_storage(), load_if_exists=True)
-    for p in params:
-        study.enqueue_trial(p)
+from tests.sweep.space import SPACE, enqueue, write_space
 
 
 def test_trials_are_named_and_the_study_run_holds_the_best_figures_and_the_history(split_phantom, workdir):
-    space = load_space("toy", workdir / "toy.yaml")
+    noise = {"noise": {"choices": [0.05, 0.1, 0.3]}}  # a third level, for a trial worse than the best
+    space = load_space("toy", write_space(workdir, params={**SPACE["params"], **noise}))
     good, worse, diverging, lagging = ({"lr": 0.05, "noise": 0.05, "nan_after": 0}, {"lr": 0.05, "noise": 0.3, "nan_after": 0},
                                        {"lr": 0.05, "noise": 0.05, "nan_after": 1}, {"lr": 0.001, "noise": 0.05, "nan_after": 0})
     enqueue("lr-search", worse, good, diverging, lagging)

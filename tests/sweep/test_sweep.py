@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import optuna
 import pytest
 import yaml
@@ -14,44 +12,8 @@ import tests.toy_model  # noqa: F401  (registers "toy")
 from hcmbench.cli import main
 from hcmbench.errors import HcmbenchError
 from hcmbench.tracking import tracking_uri
-from hcmbench.evaluation.features import FeatureConfig
 from hcmbench.sweep import default_storage, load_space, run_sweep
-
-SPACE = {
-    "model": "toy",
-    "objective": {"metric": "fid", "images": 12},
-    "budget": {"epochs": 2, "pruner": "median", "startup_trials": 1, "warmup_epochs": 0},
-    "data": {"size": 32, "groups": ["HCM"]},
-    "train": {"batch_size": 8, "sample_every": 1},
-    "params": {"lr": {"low": 1e-3, "high": 0.1, "log": True}, "noise": {"choices": [0.05, 0.1]},
-               "nan_after": {"choices": [0, 1]}},
-}
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    """A fresh folder as the working directory: the default stores (mlruns/) land in it."""
-    import hcmbench.evaluation.features as features
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.setattr(features, "FeatureConfig", lambda: FeatureConfig(dim=8, epochs=1, width=4))
-    return tmp_path
-
-
-def write_space(folder: Path, **changes) -> Path:
-    space = {**SPACE, **changes}
-    path = folder / "toy.yaml"
-    path.write_text(yaml.safe_dump(space))
-    return path
-
-
-def enqueue(name: str, *params: dict) -> None:
-    """Fix the next trials' parameters, so that a test controls which trial diverges or lags."""
-    Path("mlruns").mkdir(exist_ok=True)
-    study = optuna.create_study(study_name=name, storage=default_storage(), load_if_exists=True)
-    for p in params:
-        study.enqueue_trial(p)
+from tests.sweep.space import enqueue, write_space
 
 
 def runs_of(study: str) -> dict[str, list]:

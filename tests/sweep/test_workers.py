@@ -10,11 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import tests.toy_model  # noqa: F401  (registers "toy")
 from hcmbench.cli import main
 from hcmbench.errors import HcmbenchError
 from hcmbench.sweep import Heartbeat, StudySettings, TrialEpoch, load_space, run_sweep, run_worker
+from tests.servers import serve_mlflow
 
 REPO = Path(__file__).resolve().parents[2]
 HEARTBEAT = ["--heartbeat-interval", "1", "--grace-period", "4"]
@@ -361,36 +360,10 @@ def postgres():
 @pytest.fixture(scope="module")
 def mlflow_server(postgres, tmp_path_factory):
     """An MLflow tracking server on loopback: runs in PostgreSQL, artifacts on disk, served through it."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     artifacts = tmp_path_factory.mktemp("mlflow-artifacts")
-    mlflow = Path(sys.executable).with_name("mlflow")
-    log = artifacts.parent / "mlflow-server.log"  # a file, not a pipe nobody reads: a full pipe would block it
-    with open(log, "w") as out:
-        process = subprocess.Popen([str(mlflow), "server", "--backend-store-uri", postgres["mlflow"],
-                                    "--artifacts-destination", str(artifacts), "--serve-artifacts",
-                                    "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            os.killpg(process.pid, signal.SIGKILL)
-            pytest.fail(f"the MLflow server did not start:\n{log.read_text()}")
-        time.sleep(0.5)
-    yield url
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+    with serve_mlflow(["server", "--backend-store-uri", postgres["mlflow"], "--artifacts-destination", str(artifacts),
+                       "--serve-artifacts"], artifacts.parent / "mlflow-server.log") as url:
+        yield url
 
 
 def test_two_workers_run_a_six_trial_study_on_postgresql(split_phantom, tmp_path, postgres, mlflow_server):
