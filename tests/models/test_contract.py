@@ -62,7 +62,7 @@ LOSSES: dict[str, set[str]] = {
     "dcgan": {"d_loss", "g_loss"},
     "acgan": {"d_loss", "g_loss", "aux"},
     "infogan": {"d_loss", "g_loss", "info"},
-    "ddpm": {"noise_mse"},
+    "ddpm": {"noise_mse", "loss"},
 }
 # ... plus "gp" for the models whose discriminator takes the R1 penalty, when its weight is positive and
 # on the steps that compute it (lazily, every `r1_every` steps; a fresh model's first step always does).

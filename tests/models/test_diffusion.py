@@ -11,6 +11,7 @@ import torch
 
 from hcmbench.config import TrainConfig
 from hcmbench.errors import HcmbenchError
+from hcmbench.models import diffusion
 from hcmbench.models.registry import build_model
 from hcmbench.models.diffusion import (NoiseSchedule, ddim_loop, ddpm_loop, dpmpp_2m_loop, make_betas, min_snr_weights,
                                        spaced_timesteps, split_prediction)
@@ -241,10 +242,22 @@ def test_training_loss_is_the_min_snr_weighted_mean_of_per_sample_errors(predict
     assert logs["noise_mse"] == pytest.approx(((eps - noise) ** 2).mean().item(), rel=1e-4)
 
 
-def test_default_settings_log_only_the_noise_mse(overfit):
-    model, _, batch = overfit
-    logs = copy.deepcopy(model).training_step(batch, copy.deepcopy(model).configure_optimizers(TrainConfig()))
-    assert set(logs) == {"noise_mse"}
+def test_plain_eps_prediction_logs_only_the_noise_mse():
+    model = tiny(prediction="eps", loss_weighting="none")
+    batch = blobs(4, -0.3, seed=1), torch.zeros(4, dtype=torch.long)
+    assert set(model.training_step(batch, model.configure_optimizers(TrainConfig()))) == {"noise_mse"}
+
+
+def test_defaults_are_v_prediction_with_min_snr_and_the_sampler_follows_the_prediction(monkeypatch):
+    model = tiny()
+    assert (model.prediction, model.loss_weighting) == ("v", "min_snr")
+    used = []
+    for loop in ("ddpm_loop", "ddim_loop", "dpmpp_2m_loop"):
+        monkeypatch.setattr(diffusion, loop, lambda *args, _name=loop: used.append(_name) or args[2])
+    model.sample(1, rng=seeded(0))
+    tiny(prediction="eps").sample(1, rng=seeded(0))
+    model.sample(1, rng=seeded(0), sampler="ddpm", steps=3)
+    assert used == ["dpmpp_2m_loop", "ddim_loop", "ddpm_loop"]
 
 
 @pytest.mark.parametrize("settings", [dict(prediction="v"), dict(loss_weighting="min_snr"),
