@@ -55,7 +55,7 @@ def test_the_family_shares_the_settings_and_their_defaults(name):
 
 @pytest.mark.parametrize("name", FAMILY)
 @pytest.mark.parametrize("bad, match", [
-    (dict(augment="flip"), "flip"), (dict(augment=3), "policy"), (dict(r1_every=0), "r1_every"),
+    (dict(augment="flip"), "flip"), (dict(augment=3), "augment must be a text"), (dict(r1_every=0), "r1_every"),
     (dict(r1_every=2.5), "r1_every"), (dict(lecam_weight=-0.1), "lecam_weight"),
     (dict(lecam_weight=float("nan")), "lecam_weight"), (dict(mbstd="yes"), "mbstd"),
     (dict(gp_weight=-1.0), "gp_weight"), (dict(label_smoothing=0.5), "label_smoothing")])
