@@ -633,51 +633,98 @@ def source_run_id(source: str) -> str | None:
 UTILITY_EXPERIMENT = "utility"  # experiment hcmbench-utility
 
 
+def _metric_key(text: str) -> str:
+    """A method or setting as an MLflow metric key part (letters, digits, _ - . / and spaces only)."""
+    return re.sub(r"[^\w.\- ]", "_", text.replace("+", "_").replace(":", "_"))
+
+
+def utility_metrics(result) -> dict[str, float]:
+    """Every row's figures as MLflow metrics with readable keys: `utility/<task>/k<k>/<method>[/x<ratio>]/
+    <metric>` with `/ci_low`, `/ci_high`, and for compared rows `.../delta_<metric>` with its interval and
+    `/p_value` ("+" and ":" of method names become "_"; k "all" for every patient). NaN figures are left out."""
+    out: dict[str, float] = {}
+    for row in result.rows:
+        k = "all" if row.patients_per_group is None else row.patients_per_group
+        prefix = f"utility/{row.task}/k{k}/{_metric_key(row.method)}" + ("" if row.ratio is None else f"/x{row.ratio:g}")
+        for metric in ("slice_bacc", "slice_auc", "patient_bacc", "patient_auc"):
+            out[f"{prefix}/{metric}"] = getattr(row, metric)
+            out[f"{prefix}/{metric}/ci_low"] = getattr(row, f"{metric}_low")
+            out[f"{prefix}/{metric}/ci_high"] = getattr(row, f"{metric}_high")
+            if row.baseline is not None:
+                out[f"{prefix}/delta_{metric}"] = getattr(row, f"delta_{metric}")
+                out[f"{prefix}/delta_{metric}/ci_low"] = getattr(row, f"delta_{metric}_low")
+                out[f"{prefix}/delta_{metric}/ci_high"] = getattr(row, f"delta_{metric}_high")
+                out[f"{prefix}/delta_{metric}/p_value"] = getattr(row, f"p_{metric}")
+    return {key: float(value) for key, value in out.items() if math.isfinite(value)}
+
+
 def log_utility(result, sources: dict[str, str], paths: list[Path]) -> str:
     """Log a utility experiment to `hcmbench-utility`: its settings as params, the table, CSV and plot as
-    artifacts, and per generator `utility/gain/<name>` with the source and its run as tags (which is how
-    `hcmbench compare` finds the figure of a run). Returns the run id."""
+    artifacts, every row's figures and intervals (`utility_metrics`), and per generator the summary gain
+    `utility/gain/<name>` — the paired difference in patient balanced accuracy of real+<name> against real at
+    the declared setting — with `/ci_low`, `/ci_high` and `/p_value`, and the source and its run as tags
+    (which is how `hcmbench compare` finds the figure of a run). Returns the run id."""
     from dataclasses import asdict
+
+    from mlflow.entities import Metric
 
     mlflow_client = client()
     experiment = ensure_experiment(mlflow_client, UTILITY_EXPERIMENT)
     run = mlflow_client.create_run(experiment, run_name="utility", tags={ROLE_TAG: "utility"})
     run_id = run.info.run_id
-    settings = {k: (",".join("all" if v is None else str(v) for v in value) if isinstance(value, tuple) else value)
+    settings = {k: (",".join("all" if v is None else f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+                    if isinstance(value, tuple) else value)
                 for k, value in asdict(result.config).items()}
-    for key, value in flatten_params({"utility": settings, "data": {"root": result.data_root}}).items():
+    (task, k, ratio), how = result.summary_setting()
+    settings["summary_at"] = f"{task},{'all' if k is None else k},{ratio:g}"
+    params = {"utility": settings, "data": {"root": result.data_root, "test_root": result.test_root or "",
+                                            "folds": result.folds}}
+    for key, value in flatten_params(params).items():
         mlflow_client.log_param(run_id, key, value)
+    mlflow_client.set_tag(run_id, "hcmbench.utility.summary_at", f"{settings['summary_at']} ({how})")
     for name, source in sources.items():
         mlflow_client.set_tag(run_id, f"hcmbench.source.{name}", source)
         linked = source_run_id(source)
         if linked:
             mlflow_client.set_tag(run_id, f"hcmbench.source_run.{name}", linked)
+    metrics = utility_metrics(result)
     for name, gain in result.gains().items():
-        if math.isfinite(gain):
-            mlflow_client.log_metric(run_id, f"utility/gain/{name}", gain)
+        for suffix, value in (("", gain.value), ("/ci_low", gain.low), ("/ci_high", gain.high),
+                              ("/p_value", gain.p_value)):
+            if math.isfinite(value):
+                metrics[f"utility/gain/{name}{suffix}"] = float(value)
+    stamp = int(time.time() * 1000)
+    items = [Metric(key, value, stamp, 0) for key, value in metrics.items()]
+    for start in range(0, len(items), 1000):  # MLflow's batch limit
+        mlflow_client.log_batch(run_id, metrics=items[start:start + 1000])
     for path in paths:
         mlflow_client.log_artifact(run_id, str(path), "utility")
     mlflow_client.set_terminated(run_id, "FINISHED")
     return run_id
 
 
-def utility_gains(runs: dict[str, str]) -> dict[str, float]:
-    """{name: utility gain} for the generator runs `runs` ({name: run id}) that a utility experiment has
-    measured (the latest measurement of each)."""
+def utility_gains(runs: dict[str, str]) -> dict[str, Any]:
+    """{name: Gain} for the generator runs `runs` ({name: run id}) that a utility experiment has measured
+    (the latest measurement of each): the paired difference in patient balanced accuracy at that run's
+    declared setting, with its interval and p-value (NaN where not logged)."""
+    from hcmbench.experiments.utility.results import Gain
+
     mlflow_client = client()
     experiment = mlflow_client.get_experiment_by_name(experiment_name(UTILITY_EXPERIMENT))
     if experiment is None:
         return {}
     found = mlflow_client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'",
                                       order_by=["attributes.start_time DESC"], max_results=200)
-    gains: dict[str, float] = {}
+    gains: dict[str, Any] = {}
     for name, run_id in runs.items():
         for utility_run in found:
             tags, metrics = utility_run.data.tags, utility_run.data.metrics
             linked = [k.split(".", 2)[2] for k, v in tags.items() if k.startswith("hcmbench.source_run.") and v == run_id]
-            values = [metrics[f"utility/gain/{n}"] for n in linked if f"utility/gain/{n}" in metrics]
-            if values:
-                gains[name] = values[0]
+            keys = [f"utility/gain/{n}" for n in linked if f"utility/gain/{n}" in metrics]
+            if keys:
+                key = keys[0]
+                gains[name] = Gain(metrics[key], metrics.get(f"{key}/ci_low", math.nan),
+                                   metrics.get(f"{key}/ci_high", math.nan), metrics.get(f"{key}/p_value", math.nan))
                 break
     return gains
 

@@ -97,9 +97,13 @@ class EvaluationRow:
     # balanced accuracy of a classifier telling the set from real images (0.5: indistinguishable), over seeds
     detectability: float = math.nan
     detectability_std: float = math.nan
-    # downstream utility (`hcmbench utility`): gain in patient-level balanced accuracy of HCM-vs-rest when
-    # this generator's images are added to scarce real data, over real data alone
+    # downstream utility (`hcmbench utility`): the paired difference in patient-level balanced accuracy of
+    # HCM-vs-rest when this generator's images are added to scarce real data, against real data alone, at
+    # the utility run's declared setting; its 95 % bootstrap interval and permutation p-value
     utility: float = math.nan
+    utility_low: float = math.nan
+    utility_high: float = math.nan
+    utility_p: float = math.nan
 
 
 @dataclass
@@ -109,11 +113,18 @@ class EvaluationTable:
     rows: list[EvaluationRow]
     context: dict[str, Any] = field(default_factory=dict)
 
-    def with_utility(self, gains: dict[str, float]) -> "EvaluationTable":
-        """The table with each model row's utility gain filled in from `gains` (by row name)."""
+    def with_utility(self, gains: dict[str, Any]) -> "EvaluationTable":
+        """The table with each model row's utility gain filled in from `gains` (by row name): a Gain (value,
+        low, high, p_value; `tracking.utility_gains`) or a bare number."""
         from dataclasses import replace
 
-        rows = [replace(r, utility=gains[r.name]) if r.kind == "model" and r.name in gains else r for r in self.rows]
+        def filled(row: EvaluationRow, gain: Any) -> EvaluationRow:
+            if isinstance(gain, (int, float)):
+                return replace(row, utility=float(gain))
+            return replace(row, utility=gain.value, utility_low=gain.low, utility_high=gain.high,
+                           utility_p=gain.p_value)
+
+        rows = [filled(r, gains[r.name]) if r.kind == "model" and r.name in gains else r for r in self.rows]
         return EvaluationTable(rows, dict(self.context))
 
     def has_utility(self) -> bool:
@@ -163,10 +174,21 @@ def display_rows(table: EvaluationTable, compact: bool = False) -> tuple[list[st
                      number(r.recall, 2), number(r.density, 2), number(r.coverage, 2), number(r.diversity, digits),
                      number(r.sample_ms, 2)])
     if table.has_utility():  # only once `hcmbench utility` has measured it for these runs
-        header.append("utility" if compact else "utility (Δ balanced acc.)")
+        header.append("utility" if compact else "utility (Δ patient bal. acc. [95 % CI])")
         for cells, r in zip(body, table.rows):
-            cells.append("" if math.isnan(r.utility) else f"{r.utility:+.3f}")
+            cells.append(utility_cell(r, compact))
     return header, body
+
+
+def utility_cell(row: EvaluationRow, compact: bool = False) -> str:
+    """"+0.05 [−0.03, 0.12]" (compact: without the space), "+0.050" without an interval, "" unmeasured."""
+    if math.isnan(row.utility):
+        return ""
+    signed = lambda v, d=2: f"{v:+.{d}f}".replace("-", "−")  # noqa: E731
+    if math.isnan(row.utility_low):
+        return signed(row.utility, 3)
+    bound = lambda v: f"{v:.2f}".replace("-", "−")  # noqa: E731
+    return f"{signed(row.utility)} [{bound(row.utility_low)},{'' if compact else ' '}{bound(row.utility_high)}]"
 
 
 def notes(table: EvaluationTable) -> list[str]:
@@ -203,9 +225,11 @@ def notes(table: EvaluationTable) -> list[str]:
             "every image. Read it against 'real val (new patients)', real against real: what unseen real patients "
             "score. The training split is the classifier's real class, so its row has none.")
     if table.has_utility():
-        out.append("Utility: the best gain in patient-level balanced accuracy (HCM against the other groups) from "
-                   "adding the model's images to scarce real training data, over real data alone, as last measured "
-                   "by `hcmbench utility` for this run (mean over seeds; see its table for the spread).")
+        out.append("Utility: the paired difference in patient-level balanced accuracy (HCM against the other groups) "
+                   "of a classifier trained on scarce real data plus the model's images against real data alone, at "
+                   "the setting the utility run declared (task, real patients per group, ratio; default hcm, 5, 1), "
+                   "on test patients the generator never saw, with its 95 % bootstrap interval over patients, as "
+                   "last measured by `hcmbench utility` for this run (its table has the p-value and every setting).")
     return out
 
 

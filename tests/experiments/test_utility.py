@@ -1,5 +1,6 @@
 """The utility study: a classifier of real phantom slices, with and without synthetic slices from a
-generator that outputs noise; its metrics, reproducibility, refusals and files."""
+generator that outputs noise (and real slices of other patients, the oracle); the cross-validation and
+external test designs, the leakage rule, the paired test, reproducibility, refusals and files."""
 
 from __future__ import annotations
 
@@ -19,10 +20,11 @@ from hcmbench.data.acdc import GROUPS
 from hcmbench.data.phantom import PhantomConfig, write_phantom
 from hcmbench.data.slices import load_slices
 from hcmbench.errors import HcmbenchError
-from hcmbench.experiments.utility import UtilityConfig, rich_table, run_utility
+from hcmbench.experiments.utility import UtilityConfig, parse_summary_at, rich_table, run_utility
 from hcmbench.experiments.utility import classifier as utility_classifier
 from hcmbench.experiments.utility.classifier import augment
-from hcmbench.experiments.utility.data import Method, SyntheticCache, hcm_label, methods_for, task_labels, training_set
+from hcmbench.experiments.utility.data import (Method, SyntheticCache, assign_folds, hcm_label, methods_for,
+                                               task_labels, training_set)
 from hcmbench.experiments.utility.scores import balanced_accuracy, macro_auc, patient_votes, roc_auc
 from hcmbench.models.base import GenerativeModel
 
@@ -73,9 +75,10 @@ def shared_cache(slice_cache, monkeypatch):
 
 @pytest.fixture(scope="module")
 def study(phantom, slice_cache):
-    """The hcm task on every training patient, two seeds: real, and real plus as many noise slices."""
-    config = UtilityConfig(tasks=("hcm",), patients_per_group=(None,), synthetic_ratios=(1.0,), seeds=2,
-                           size=SIZE, epochs=10, augmentation=False, device="cpu")
+    """The hcm task on every training patient, 2-fold cross-validation, one repeat: real, and real plus as
+    many noise slices as real HCM slices."""
+    config = UtilityConfig(tasks=("hcm",), patients_per_group=(None,), synthetic_ratios=(1.0,), seeds=1, folds=2,
+                           size=SIZE, epochs=10, augmentation=False, device="cpu", bootstrap=500)
     calls = []
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HCMBENCH_CACHE", str(slice_cache))
@@ -91,37 +94,53 @@ def pool(phantom, slice_cache):
         return load_slices(phantom, DataConfig(groups=GROUPS, size=SIZE)).of_split("train")
 
 
-def row(result, method, task="hcm", k=None):
-    (match,) = [r for r in result.rows if r.method == method and r.task == task and r.patients_per_group == k]
+@pytest.fixture(scope="module")
+def everyone(phantom, slice_cache):
+    """Every slice of the phantom, with the generators' split."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HCMBENCH_CACHE", str(slice_cache))
+        return load_slices(phantom, DataConfig(groups=GROUPS, size=SIZE))
+
+
+def row(result, method, task="hcm", k=None, ratio=None):
+    (match,) = [r for r in result.rows if r.method == method and r.task == task and r.patients_per_group == k
+                and (ratio is None or r.ratio == ratio)]
     return match
 
 
 # -- end to end ----------------------------------------------------------------------------------
 
 
-def test_real_classifier_tells_hcm_from_the_other_groups(study, pool):
+def test_real_classifier_tells_hcm_from_the_other_groups(study, everyone):
     result, calls = study
     real = row(result, "real")
     # phantom HCM has thick walls and a small cavity; chance is 0.5 for balanced accuracy and AUC
     assert real.patient_bacc >= 0.8 and real.slice_bacc >= 0.75 and real.slice_auc >= 0.9
-    assert real.seeds == 2 and real.synthetic_slices == 0
-    assert real.slice_auc_std > 0  # the two seeds trained two different classifiers
-    assert real.real_slices == len(pool)
-    assert result.pool == dict.fromkeys(GROUPS, 3) and result.test_patients == dict.fromkeys(GROUPS, 1)
-    assert calls == [(i, 4) for i in range(1, 5)]  # two methods × two seeds, reported after each
+    assert real.patient_bacc_low <= real.patient_bacc <= real.patient_bacc_high
+    assert real.repeats == 1 and real.folds == 2 and real.synthetic_slices == 0 and real.baseline is None
+    assert real.real_slices == len(everyone) / 2  # each slice trains in one of the two folds
+    assert result.pool == dict.fromkeys(GROUPS, 5) and result.test_patients == dict.fromkeys(GROUPS, 5)
+    assert real.test_patients == dict.fromkeys(GROUPS, 5)  # cross-validation: every patient is tested
+    assert calls == [(i, 4) for i in range(1, 5)]  # two folds × two methods, reported after each
 
 
-def test_noise_reaches_training_and_hurts(study, pool):
+def test_noise_reaches_training_and_hurts(study, everyone):
     result, _ = study
     real, noisy = row(result, "real"), row(result, "real+noise")
-    assert noisy.model == "noise" and noisy.ratio == 1.0
-    assert noisy.synthetic_slices == (pool.group == "HCM").sum() > 0  # ratio 1: as many as the real HCM slices
+    assert noisy.model == "noise" and noisy.ratio == 1.0 and noisy.baseline == "real"
+    assert noisy.synthetic_slices == (everyone.group == "HCM").sum() / 2 > 0  # ratio 1: as many as real HCM slices
     assert noisy.real_slices == real.real_slices
+    # the generator saw the HCM train and val patients: its rows rest on the one HCM test patient
+    assert noisy.test_patients == {**dict.fromkeys(GROUPS, 5), "HCM": 1}
     # Half the HCM class is noise: the classifier learns that HCM looks like noise, and real HCM slices fall
-    # below its threshold (real: slice 0.88, patient 1.0; with noise: 0.5 and 0.5, chance), while the
-    # ranking (AUC) mostly survives. Real's patient figure is 1.0, so only a strict drop says anything.
-    assert noisy.slice_bacc <= real.slice_bacc - 0.15 and noisy.patient_bacc < real.patient_bacc
-    assert result.gains()["noise"] == noisy.patient_bacc - real.patient_bacc < 0
+    # below its threshold (compared with real on the same patients, those the generator never saw).
+    assert noisy.delta_slice_bacc <= -0.15 and noisy.delta_patient_bacc < 0, (noisy.delta_slice_bacc,
+                                                                             noisy.delta_patient_bacc)
+    assert noisy.delta_patient_bacc_low <= noisy.delta_patient_bacc <= noisy.delta_patient_bacc_high
+    gain = result.gains()["noise"]  # the grid lacks hcm,5,1: its nearest setting, hcm,all,1
+    assert result.summary_setting()[0] == ("hcm", None, 1.0)
+    assert (gain.value, gain.low, gain.high, gain.p_value) == (
+        noisy.delta_patient_bacc, noisy.delta_patient_bacc_low, noisy.delta_patient_bacc_high, noisy.p_patient_bacc)
 
 
 def test_the_synthetic_slices_in_the_training_set_are_the_generators(pool):
@@ -138,6 +157,27 @@ def test_the_synthetic_slices_in_the_training_set_are_the_generators(pool):
     again = cache.images("noise", None, n, 0)
     assert again is cache.images("noise", None, n, 0)  # drawn once per run
     np.testing.assert_array_equal(again, fake)
+    # the ratios of one repeat share their images: a smaller ratio takes the first of the largest's
+    _, _, n2 = training_set(real, "hcm", Method("real+noise", "noise", 2.0), cache, {"noise": None}, seed=0)
+    small, _, _ = training_set(real, "hcm", Method("real+noise", "noise", 0.5), cache, {"noise": None}, seed=0,
+                               draw_ratio=2.0)
+    np.testing.assert_array_equal(small[len(real):], cache.images("noise", None, n2, 0)[:n])
+
+
+def test_the_oracle_adds_real_hcm_slices_of_other_patients(everyone):
+    from hcmbench.experiments.utility.data import choose_patients, oracle_images
+
+    chosen = choose_patients(everyone, 1, seed=0, fold=0)
+    extra = oracle_images(everyone, chosen, 10, seed=0, fold=0)
+    others = everyone.subset((everyone.group == "HCM") & ~np.isin(everyone.patient, chosen.patient))
+    assert len(extra) == 10 and len({image.tobytes() for image in extra}) == 10  # without replacement
+    assert {image.tobytes() for image in extra} <= {image.tobytes() for image in others.images}
+    everything = oracle_images(everyone, chosen, 10_000, seed=0, fold=0)
+    assert len(everything) == len(others)  # all of them when fewer exist
+    np.testing.assert_array_equal(everything[:10], extra)  # a smaller ratio takes a prefix
+    images, labels, n = training_set(chosen, "hcm", Method("real+oracle", None, 2.0, oracle=True), None, {}, 0,
+                                     oracle=everything)
+    assert n == 2 * (chosen.group == "HCM").sum() and (labels[len(chosen):] == 1).all()
 
 
 def test_tstr_trains_on_as_many_synthetic_slices_per_class_as_the_real_subset(pool):
@@ -147,6 +187,8 @@ def test_tstr_trains_on_as_many_synthetic_slices_per_class_as_the_real_subset(po
     config = UtilityConfig(tasks=("5class",), size=SIZE, augmentation=False)
     names = [m.name for m in methods_for("5class", {"five": five, "hcm": hcm_only}, config, GROUPS)]
     assert names[0] == "real" and "tstr:five" in names and "tstr:hcm" not in names
+    assert "real+oracle" not in names  # every patient trains: none is left to stand in for a generator
+    assert "real+oracle" in [m.name for m in methods_for("5class", {}, config, GROUPS, k=2)]
     images, labels, n = training_set(real, "5class", Method("tstr:five", "five", tstr=True),
                                      SyntheticCache({"five": five}, SIZE), {"five": "HCM"}, seed=1)
     assert n == len(images) == len(real)
@@ -155,42 +197,163 @@ def test_tstr_trains_on_as_many_synthetic_slices_per_class_as_the_real_subset(po
 
 
 def test_one_seed_gives_one_result(phantom, shared_cache):
-    config = UtilityConfig(tasks=("hcm",), patients_per_group=(1,), synthetic_ratios=(0.5,), seeds=1, size=SIZE,
-                           epochs=2, device="cpu")
+    config = UtilityConfig(tasks=("hcm",), patients_per_group=(1,), synthetic_ratios=(0.5,), seeds=1, folds=2,
+                           size=SIZE, epochs=2, device="cpu", bootstrap=200)
     runs = []
     for caller_seed in (1, 2):  # whatever the caller's global random state
         torch.manual_seed(caller_seed)
         np.random.seed(caller_seed)
         runs.append(run_utility(phantom, {"noise": noise_generator()}, config))
     first, second = runs
-    assert [r.method for r in first.rows] == ["real", "real+aug", "real+noise", "real+aug+noise"]
-    assert first.rows == second.rows and all(r.seeds == 1 for r in first.rows)
+    assert [r.method for r in first.rows] == ["real", "real+aug", "real+oracle", "real+aug+oracle", "real+noise",
+                                              "real+aug+noise"]
+    assert [r.baseline for r in first.rows] == [None, None, "real", "real+aug", "real", "real+aug"]
+    assert first.rows == second.rows and all(r.repeats == 1 for r in first.rows)
 
 
-def test_each_seed_trains_its_own_classifier_and_rows_hold_the_mean_and_std_over_seeds(phantom, pool, shared_cache,
-                                                                                        monkeypatch):
-    """Training and scoring stubbed: seed s scores 0.5 + 0.25 s, and 0.1 more with the noise slices."""
+# -- the design: folds, training patients, the leakage rule (training and prediction stubbed) -------
+
+
+def test_folds_are_stratified_and_dealt_anew_each_repeat():
+    groups = {f"p{i:02d}": GROUPS[i % 5] for i in range(23)}
+    a, b = assign_folds(groups, 3, seed=0), assign_folds(groups, 3, seed=1)
+    assert set(a) == set(groups) and set(a.values()) == {0, 1, 2}
+    for group in GROUPS:
+        sizes = np.bincount([a[p] for p, g in groups.items() if g == group], minlength=3)
+        assert sizes.max() - sizes.min() <= 1  # round-robin within the group
+    assert a != b and a == assign_folds(groups, 3, seed=0)
+
+
+@pytest.fixture
+def stubbed(everyone, monkeypatch):
+    """Training and prediction stubbed: a "classifier" is the set of patients it trained on (real and oracle
+    slices), and it predicts each test patient's class right, except the patients the generator saw, which
+    it gets wrong. Returns the log of what each fold trained on and tested."""
     from hcmbench.experiments.utility import run as utility_run
 
-    trained = []
+    owner = {image.tobytes(): (p, g) for image, p, g in zip(everyone.images, everyone.patient, everyone.group)}
+    seen = set(everyone.patient[(everyone.group == "HCM") & (everyone.split != "test")].tolist())
+    log = {"trained": [], "tested": []}
 
     def train(images, labels, num_classes, config, seed, augmentation, device):
-        trained.append(seed)
-        return 0.5 + 0.25 * seed + (0.1 if len(images) > len(pool) else 0.0)  # the "classifier" is its score
+        patients = {owner[i.tobytes()][0] for i in images if i.tobytes() in owner}
+        log["trained"].append((seed, patients))
+        return seed
+
+    def predict(model, images, device):
+        patients = [owner[i.tobytes()] for i in images]
+        log["tested"].append((model, {p for p, _ in patients}))
+        right = np.array([(g == "HCM") != (p in seen) for p, g in patients], dtype=int)
+        return np.eye(2)[right]
 
     monkeypatch.setattr(utility_run, "train_classifier", train)
-    monkeypatch.setattr(utility_run, "predict", lambda model, images, device: model)
-    monkeypatch.setattr(utility_run, "score", lambda model, labels, patients: dict.fromkeys(
-        ("slice_bacc", "slice_auc", "patient_bacc", "patient_auc"), model))
-    config = UtilityConfig(tasks=("hcm",), patients_per_group=(None,), synthetic_ratios=(1.0,), seeds=3, size=SIZE,
-                           augmentation=False, device="cpu")
+    monkeypatch.setattr(utility_run, "predict", predict)
+    return log, seen
+
+
+def test_cross_validation_tests_every_patient_once_and_never_on_its_training_patients(phantom, everyone, stubbed,
+                                                                                    shared_cache):
+    log, seen = stubbed
+    config = UtilityConfig(tasks=("hcm",), patients_per_group=(2,), synthetic_ratios=(1.0,), seeds=2, folds=5,
+                           size=SIZE, augmentation=False, device="cpu", bootstrap=200)
     result = run_utility(phantom, {"noise": noise_generator()}, config)
-    assert trained == [0, 0, 1, 1, 2, 2]  # seed by seed, each method
-    real, noisy = row(result, "real"), row(result, "real+noise")
-    assert real.seeds == noisy.seeds == 3
-    # seeds score 0.5, 0.75, 1.0: mean 0.75, population std (ddof 0) sqrt(1/24)
-    assert real.slice_bacc == pytest.approx(0.75) and real.patient_auc_std == pytest.approx((1 / 24) ** 0.5)
-    assert noisy.patient_bacc == pytest.approx(0.85) and noisy.slice_auc_std == pytest.approx((1 / 24) ** 0.5)
+    everybody = set(everyone.patient.tolist())
+    # per repeat and fold (run seed = seed × folds + fold), one set of test patients; methods share it
+    tested: dict[int, set] = {}
+    for run_seed, patients in log["tested"]:
+        assert tested.setdefault(run_seed, patients) == patients
+    for seed in range(2):
+        folds = [tested[seed * 5 + f] for f in range(5)]
+        assert sum(len(f) for f in folds) == len(everybody) and set().union(*folds) == everybody  # once each
+    assert tested[0] != tested[5]  # each repeat deals its own folds
+    for run_seed, patients in log["trained"]:
+        assert not patients & tested[run_seed]  # real and oracle slices from outside the test fold
+    real_oracle = [p for s, p in log["trained"] if s == 0]
+    assert len({frozenset(p) for p in real_oracle}) == 2  # real: 2 per group; the oracle adds other HCM patients
+    # the stub gets the generator-seen HCM patients wrong: the real rows count them, the noise row does not
+    real, noisy, oracle = row(result, "real", k=2), row(result, "real+noise", k=2), row(result, "real+oracle", k=2)
+    assert real.test_patients["HCM"] == oracle.test_patients["HCM"] == 5 and noisy.test_patients["HCM"] == 1
+    assert len(seen) == 4
+    assert real.patient_bacc == pytest.approx((1 / 5 + 1) / 2) and noisy.patient_bacc == 1.0
+    assert noisy.delta_patient_bacc == 0.0  # compared on the patients both may be tested on
+
+
+# -- the paired test's positive control -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ten_per_group(tmp_path_factory):
+    """Ten phantom patients per group: ten HCM patients to test, enough for a paired test to have power."""
+    return write_phantom(tmp_path_factory.mktemp("ten") / "acdc", PhantomConfig(patients_per_group=10, seed=0))
+
+
+def test_the_oracle_helps_significantly_at_one_patient_per_group(ten_per_group, shared_cache):
+    """Real HCM slices of other patients (4 × the HCM slices of the one sampled HCM patient) lift a classifier
+    trained on one patient per group, by a difference the permutation test finds (p < 0.05): the design can
+    see an effect of the size a perfect generator would have. Settings chosen where this holds for phantoms
+    of seeds 0–2 (Δ patient bal. acc. +0.17 to +0.28, p 0.001–0.003), not for one lucky draw."""
+    config = UtilityConfig(tasks=("hcm",), patients_per_group=(1,), synthetic_ratios=(4.0,), seeds=3, folds=2,
+                           size=SIZE, epochs=8, augmentation=False, device="cpu", bootstrap=2000)
+    result = run_utility(ten_per_group, {}, config)
+    real, oracle = row(result, "real", k=1), row(result, "real+oracle", k=1)
+    assert oracle.test_patients == real.test_patients == dict.fromkeys(GROUPS, 10)
+    assert oracle.synthetic_slices == pytest.approx(4 * real.real_slices / 5, rel=0.25)  # 4 × one HCM patient's
+    assert oracle.delta_patient_bacc > 0.1 and oracle.p_patient_bacc < 0.05, oracle
+    assert oracle.delta_patient_bacc_low > 0
+    assert 0 < result.power["hcm", 1] < 0.5  # the design's minimum detectable difference at this k
+
+
+# -- an external test set ----------------------------------------------------------------------
+
+
+def renumbered_phantom(path, config, offset=100):
+    """A phantom whose patients are numbered from offset + 1 (patient101, …): other patients than a phantom
+    of the same size has."""
+    write_phantom(path, config)
+    for folder in sorted((path / "training").iterdir(), reverse=True):
+        new = f"patient{int(folder.name[len('patient'):]) + offset:03d}"
+        for file in folder.iterdir():
+            file.rename(folder / file.name.replace(folder.name, new))
+        folder.rename(folder.parent / new)
+    return path
+
+
+@pytest.fixture(scope="module")
+def external(tmp_path_factory):
+    """Three other phantom patients per group (patient101–patient115), drawn with another seed."""
+    return renumbered_phantom(tmp_path_factory.mktemp("external") / "acdc", PhantomConfig(patients_per_group=3, seed=1))
+
+
+def test_an_external_test_set_is_tested_whole_and_noise_does_not_help(phantom, external, shared_cache):
+    config = UtilityConfig(tasks=("hcm",), patients_per_group=(2,), synthetic_ratios=(1.0,), seeds=2, size=SIZE,
+                           epochs=10, augmentation=False, oracle=False, device="cpu", bootstrap=1000)
+    result = run_utility(phantom, {"noise": noise_generator()}, config, test_root=external)
+    assert result.folds == 1 and result.test_root == str(external)
+    assert result.test_patients == dict.fromkeys(GROUPS, 3) and result.pool == dict.fromkeys(GROUPS, 5)
+    real, noisy = row(result, "real", k=2), row(result, "real+noise", k=2)
+    # the generator never saw these patients: its rows rest on all of them, like real's
+    assert real.test_patients == noisy.test_patients == dict.fromkeys(GROUPS, 3)
+    assert real.folds == 1 and real.repeats == 2 and real.patient_bacc >= 0.7
+    # the classifier's 2 patients per group come from every split of the data (18 slices a patient or so)
+    assert 150 <= real.real_slices <= 210
+    # noise labelled HCM does not help (it hurts): no significant gain
+    assert noisy.delta_patient_bacc <= 0 or noisy.p_patient_bacc >= 0.05, noisy
+    assert noisy.delta_slice_bacc < 0
+    assert f"external test set {external}" in result.to_markdown()
+
+
+def test_an_external_test_set_that_shares_patients_or_lacks_groups_is_refused(phantom, tmp_path, shared_cache):
+    config = UtilityConfig(tasks=("hcm",), patients_per_group=(1,), size=SIZE, device="cpu")
+    never = lambda d, t: pytest.fail("trained before refusing")  # noqa: E731
+    with pytest.raises(HcmbenchError, match="shares 25 patient id") as error:
+        run_utility(phantom, {}, config, never, test_root=phantom)
+    assert "\n" not in str(error.value)
+    no_hcm = renumbered_phantom(tmp_path / "no_hcm", PhantomConfig(patients_per_group=1, groups=("NOR", "DCM")))
+    with pytest.raises(HcmbenchError, match=f"test data {no_hcm}: no HCM patients"):
+        run_utility(phantom, {}, config, never, test_root=no_hcm)
+    two = renumbered_phantom(tmp_path / "two", PhantomConfig(patients_per_group=1, groups=("HCM", "NOR")))
+    with pytest.raises(HcmbenchError, match="5class task needs all five ACDC groups"):
+        run_utility(phantom, {}, dataclasses.replace(config, tasks=("5class",)), never, test_root=two)
 
 
 # -- metrics -------------------------------------------------------------------------------------
@@ -262,6 +425,7 @@ def test_which_label_draws_hcm(generator, label):
 @pytest.mark.parametrize("settings", [
     {"tasks": ("hcm", "3class")}, {"tasks": ()}, {"seeds": 0}, {"synthetic_ratios": (0.0,)},
     {"patients_per_group": (0,)}, {"patients_per_group": ()}, {"size": 48}, {"epochs": 0}, {"device": "tpu"},
+    {"folds": 1}, {"bootstrap": 10}, {"summary_at": ("hcm", 7, 1.0)}, {"summary_at": ("5class", 5, 1.0), "tasks": ("hcm",)},
 ])
 def test_bad_settings_are_one_line_errors(settings):
     with pytest.raises(HcmbenchError) as error:
@@ -269,11 +433,26 @@ def test_bad_settings_are_one_line_errors(settings):
     assert "\n" not in str(error.value)
 
 
-def test_more_patients_per_group_than_the_pool_is_refused(phantom, shared_cache):
-    config = UtilityConfig(tasks=("hcm",), patients_per_group=(4,), size=SIZE, device="cpu")
-    with pytest.raises(HcmbenchError, match="only 3 DCM patient") as error:
+def test_the_summary_setting_is_declared_the_default_or_the_nearest():
+    assert UtilityConfig().summary_setting()[0] == ("hcm", 5, 1.0)
+    assert UtilityConfig(summary_at=("5class", 2, 0.5)).summary_setting() == (
+        ("5class", 2, 0.5), "declared (summary_at 5class,2,0.5)")
+    chosen, how = UtilityConfig(tasks=("5class",), patients_per_group=(3, 8, None),
+                                synthetic_ratios=(0.5, 2.0)).summary_setting()
+    assert chosen == ("5class", 3, 0.5) and "nearest" in how
+    assert UtilityConfig(patients_per_group=(None,)).summary_setting()[0] == ("hcm", None, 1.0)
+    assert parse_summary_at("hcm,all,2") == ("hcm", None, 2.0)
+    with pytest.raises(HcmbenchError, match="TASK,PATIENTS,RATIO"):
+        parse_summary_at("hcm,5")
+
+
+def test_more_patients_per_group_than_a_fold_leaves_is_refused(phantom, shared_cache):
+    config = UtilityConfig(tasks=("hcm",), patients_per_group=(5,), size=SIZE, device="cpu")
+    with pytest.raises(HcmbenchError, match="only 4 DCM patient.* outside a test fold") as error:
         run_utility(phantom, {}, config, progress=lambda d, t: pytest.fail("trained before refusing"))
     assert "\n" not in str(error.value)
+    with pytest.raises(HcmbenchError, match="6 folds need at least 6 patients in every group"):
+        run_utility(phantom, {}, dataclasses.replace(config, patients_per_group=(1,), folds=6))
 
 
 @pytest.mark.parametrize("generator, message", [
@@ -302,9 +481,15 @@ def test_write_produces_the_table_csv_and_plot(study, tmp_path):
     assert all(p.stat().st_size > 0 for p in paths)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["utility.csv", "utility.md", "utility.png"]
     markdown = (tmp_path / "out" / "utility.md").read_text()
+    real, noisy = row(result, "real"), row(result, "real+noise")
     assert "| hcm | all | real |" in markdown and "| hcm | all | real+noise | 1 |" in markdown
-    assert f"{row(result, 'real').patient_bacc:.3f} ± " in markdown
+    interval = f"{real.patient_bacc:.2f} [{real.patient_bacc_low:.2f}, {real.patient_bacc_high:.2f}]"
+    assert f"| 5+20 | " in markdown and interval in markdown
+    delta = f"Δ {noisy.delta_patient_bacc:+.2f} [".replace("-", "−")
+    assert delta in markdown and f"], p {noisy.p_patient_bacc:.2f}" in markdown.replace("p < 0.001", "p 0.00")
+    assert "cross-validation" in markdown and "Leakage rule" in markdown and "detects a difference" in markdown
     rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "utility.csv").read_text())))
     assert [r["method"] for r in rows] == ["real", "real+noise"] and rows[0]["patients_per_group"] == "all"
-    assert float(rows[1]["slice_bacc"]) == row(result, "real+noise").slice_bacc
+    assert float(rows[1]["slice_bacc"]) == noisy.slice_bacc and float(rows[1]["p_slice_auc"]) == noisy.p_slice_auc
+    assert rows[1]["test_patients"] == "DCM 5; HCM 1; MINF 5; NOR 5; RV 5" and rows[0]["delta_patient_bacc"] == ""
     assert rich_table(result).row_count == 3  # a heading row for the task, then the two methods
