@@ -20,8 +20,9 @@ TABLE_FILES = ("table.md", "table.csv")
               help="Number of images to generate and score.")
 @click.option("--data", "data_root", type=click.Path(path_type=Path), default=None,
               help="ACDC-layout root of the training data. Default: the one the checkpoint was trained on.")
-@click.option("--reference", "reference_root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="An external ACDC-layout folder to compare against. Default: the held-out test split of --data.")
+@click.option("--test-data", "--reference", "reference_root", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="An external ACDC-layout folder of test patients to compare against: patients never "
+              "seen by the generator or the classifier. Default: the held-out test split of --data.")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Folder for table.md and table.csv. Default: eval/ beside the run's checkpoints/, else ./eval.")
 @click.option("--ssim-data-range", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
