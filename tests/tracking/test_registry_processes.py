@@ -107,7 +107,7 @@ def test_promote_then_generate_evaluate_utility_and_pyfunc_from_new_shells_witho
     assert any(cache.glob("slices/*"))
     succeeded(shell(project, "utility", "--model-uri", CHAMPION, "--data", str(split_phantom), "--tasks", "hcm",
                     "--patients-per-group", "1", "--synthetic-ratio", "1", "--seeds", "1", "--size", "32",
-                    "--epochs", "1", "--no-augmentation", "--out", "util"))
+                    "--epochs", "1", "--no-augmentation", "--folds", "2", "--bootstrap", "200", "--out", "util"))
     assert "| hcm | 1 | real+dcgan | 1 |" in (project / "util" / "utility.md").read_text()
     logged, = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("hcmbench-utility").experiment_id])
     assert logged.data.tags["hcmbench.source_run.dcgan"] == champion.run_id  # models:/ resolved in a new shell
