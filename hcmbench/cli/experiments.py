@@ -101,8 +101,8 @@ def _summary_at(ctx: click.Context, param: click.Parameter, value: str | None):
                    "cross-validation over --data.")
 @click.option("--patients-per-group", "patients", default="2,5,all", show_default=True,
               callback=number_list(int, allow_all=True), help="Real training patients per group (scarcity levels).")
-@click.option("--synthetic-ratio", "ratios", default="0.5,1,2", show_default=True, callback=number_list(float),
-              help="Synthetic HCM slices added, as multiples of the real HCM slices.")
+@click.option("--synthetic-ratio", "ratios", default="1", show_default=True, callback=number_list(float),
+              help="Synthetic HCM slices added, as multiples of the real HCM slices (e.g. 0.5,1,2).")
 @click.option("--seeds", type=click.IntRange(1), default=3, show_default=True,
               help="Repeats: each deals its own folds and draws its own patients, images and initialisation.")
 @click.option("--folds", type=click.IntRange(2), default=5, show_default=True,
