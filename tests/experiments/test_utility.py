@@ -435,7 +435,7 @@ def test_bad_settings_are_one_line_errors(settings):
 
 def test_the_summary_setting_is_declared_the_default_or_the_nearest():
     assert UtilityConfig().summary_setting()[0] == ("hcm", 5, 1.0)
-    assert UtilityConfig(summary_at=("5class", 2, 0.5)).summary_setting() == (
+    assert UtilityConfig(synthetic_ratios=(0.5, 1.0), summary_at=("5class", 2, 0.5)).summary_setting() == (
         ("5class", 2, 0.5), "declared (summary_at 5class,2,0.5)")
     chosen, how = UtilityConfig(tasks=("5class",), patients_per_group=(3, 8, None),
                                 synthetic_ratios=(0.5, 2.0)).summary_setting()
