@@ -248,7 +248,7 @@ def test_plain_eps_prediction_logs_only_the_noise_mse():
     assert set(model.training_step(batch, model.configure_optimizers(TrainConfig()))) == {"noise_mse"}
 
 
-def test_defaults_are_v_prediction_with_min_snr_and_the_sampler_follows_the_prediction(monkeypatch):
+def test_defaults_are_v_prediction_with_min_snr_and_ancestral_sampling_unless_a_sampler_is_named(monkeypatch):
     model = tiny()
     assert (model.prediction, model.loss_weighting) == ("v", "min_snr")
     used = []
@@ -256,8 +256,9 @@ def test_defaults_are_v_prediction_with_min_snr_and_the_sampler_follows_the_pred
         monkeypatch.setattr(diffusion, loop, lambda *args, _name=loop: used.append(_name) or args[2])
     model.sample(1, rng=seeded(0))
     tiny(prediction="eps").sample(1, rng=seeded(0))
-    model.sample(1, rng=seeded(0), sampler="ddpm", steps=3)
-    assert used == ["dpmpp_2m_loop", "ddim_loop", "ddpm_loop"]
+    model.sample(1, rng=seeded(0), sampler="dpm++", steps=3)
+    model.sample(1, rng=seeded(0), sampler="ddim", steps=3)
+    assert used == ["ddpm_loop", "ddpm_loop", "dpmpp_2m_loop", "ddim_loop"]
 
 
 @pytest.mark.parametrize("settings", [dict(prediction="v"), dict(loss_weighting="min_snr"),
