@@ -166,6 +166,11 @@ class Method:
     oracle: bool = False
 
     @property
+    def key(self) -> str:
+        """The method at its ratio, unique within a task and scarcity level ("real+ddpm@1", "real")."""
+        return self.name if self.ratio is None else f"{self.name}@{self.ratio:g}"
+
+    @property
     def baseline(self) -> str | None:
         """The method this one is compared with, pairwise: real+aug for an augmented method with added
         slices, real for the others with added or synthetic slices; None for real and real+aug."""

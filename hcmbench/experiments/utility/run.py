@@ -102,7 +102,7 @@ def run_utility(data_root: str | Path, generators: dict[str, LoadedGenerator],
                         classes = len(TASK_CLASSES[task])
                         model = train_classifier(images, train_labels, classes, config, run_seed,
                                                  method.augmentation, device)
-                        key = (task, k, method.name if method.ratio is None else f"{method.name}@{method.ratio:g}")
+                        key = (task, k, method.key)
                         if key not in predictions:
                             predictions[key] = np.full((config.seeds, len(tested), classes), np.nan)
                         predictions[key][seed, test_mask] = predict(model, test_images, device)
@@ -118,8 +118,8 @@ def run_utility(data_root: str | Path, generators: dict[str, LoadedGenerator],
         weights: dict[tuple[int, ...], np.ndarray] = {}
         ses = []
         for method in cell:
-            key = (task, k, method.name if method.ratio is None else f"{method.name}@{method.ratio:g}")
-            out = outputs[key[2]] = Outputs(predictions[key], slice_patient, labels_of)
+            key = (task, k, method.key)
+            out = outputs[method.key] = Outputs(predictions[key], slice_patient, labels_of)
             excluded = seen.get(method.model, set()) if method.model is not None else set()
             keep = np.array([i for i, p in enumerate(ids) if p not in excluded])
             kept_ids = [ids[i] for i in keep]
@@ -129,7 +129,7 @@ def run_utility(data_root: str | Path, generators: dict[str, LoadedGenerator],
             figures = estimate(out, keep, weights[tuple(keep)])
             difference = None
             if method.baseline is not None and method.baseline in outputs:
-                rng = np.random.default_rng([1, zlib.crc32(f"{task}|{k}|{key[2]}".encode())])
+                rng = np.random.default_rng([1, zlib.crc32(f"{task}|{k}|{method.key}".encode())])
                 difference = paired_difference(out, outputs[method.baseline], keep, weights[tuple(keep)], rng,
                                                config.bootstrap)
                 ses.append(difference["patient_bacc"].se)
